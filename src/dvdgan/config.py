@@ -152,7 +152,7 @@ class Config:
         if m.temporal_d_3d_blocks > len(m.d_multipliers):
             raise ConfigError("model.temporal_d_3d_blocks exceeds the number of D blocks")
         for r in m.g_attention:
-            if r not in [4 * 2**i for i in range(m.num_groups + 1)]:
+            if r not in [4 * 2**i for i in range(1, m.num_groups + 1)]:
                 raise ConfigError(f"model.g_attention: {r} is not a resolution of a generator group")
         t = self.train
         if t.batch_size < 1 or t.grad_accum < 1 or t.d_steps < 1:

@@ -1,0 +1,56 @@
+"""The ``dvdgan`` command: one subcommand per job, each defined in ``dvdgan.commands.<name>``
+by ``add_arguments(parser)`` and ``run(args) -> int``."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from dvdgan.errors import DvdganError
+
+# name -> (module, one-line help)
+SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "train": ("dvdgan.commands.train", "train a DVD-GAN (torchrun-ready)"),
+    "sample": ("dvdgan.commands.sample", "sample videos, grids and interpolations from a checkpoint"),
+    "predict": ("dvdgan.commands.predict", "continue real videos with a DVD-GAN-FP checkpoint"),
+    "eval": ("dvdgan.commands.eval", "FVD / FID / IS / accuracy of a checkpoint"),
+    "stats": ("dvdgan.commands.stats", "real-data statistics for a detector"),
+    "prepare": ("dvdgan.commands.prepare", "decode a video dataset once into fast shards"),
+    "bench": ("dvdgan.commands.bench", "benchmark training, sampling, discriminators and data loading"),
+    "info": ("dvdgan.commands.info", "parameter counts, pixel budget and FLOPs of a preset"),
+    "presets": ("dvdgan.commands.presets", "list the presets"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dvdgan", description="DVD-GAN video synthesis and prediction.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, (module, help_) in SUBCOMMANDS.items():
+        try:
+            mod = importlib.import_module(module)
+        except ModuleNotFoundError as e:
+            if e.name != module:
+                raise
+            continue  # subcommand not available in this build
+        p = sub.add_parser(name, help=help_, description=help_)
+        mod.add_arguments(p)
+        p.set_defaults(_run=mod.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args._run(args) or 0)
+    except DvdganError as e:
+        print(f"dvdgan {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"dvdgan {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Subcommands of the ``dvdgan`` command line (see dvdgan.cli)."""

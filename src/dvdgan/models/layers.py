@@ -1,0 +1,378 @@
+"""Building blocks of DVD-GAN: spectral norm, per-timestep conditional BN, ConvGRU, residual
+blocks and separable attention.
+
+Layout convention inside the networks: a video is [B, T, C, H, W]; per-frame layers fold time
+into the batch ([B*T, C, H, W], time-major inside each video) and are told T where it matters
+(batch normalisation).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+
+# --------------------------------------------------------------------------------------------
+# Spectral normalisation (B.3: "Spectral Normalization for all weight layers")
+# --------------------------------------------------------------------------------------------
+
+
+class SpectralNorm:
+    """Mixin: the layer's weight is divided by its largest singular value (B.3).
+
+    sigma is estimated by power iteration with a persistent vector ``sn_u``. The iteration is
+    not run inside ``forward``: the trainer calls :func:`power_iteration` once per update of
+    the network (so a forward on real and one on fake, or T ConvGRU steps, all see the same
+    sigma). Gradients flow through sigma = u^T W v with u, v held constant, as in Miyato et al.
+    """
+
+    sn_eps: float = 1e-6
+
+    def _init_spectral_norm(self, eps: float) -> None:
+        self.sn_eps = eps
+        out = self.weight.shape[0]
+        u = torch.randn(1, out, device=self.weight.device, dtype=self.weight.dtype)
+        self.register_buffer("sn_u", F.normalize(u, dim=1, eps=eps))
+        # Orthogonal initialisation of every weight (B.3).
+        if not self.weight.is_meta:
+            nn.init.orthogonal_(self.weight)
+        if getattr(self, "bias", None) is not None and not self.bias.is_meta:
+            nn.init.zeros_(self.bias)
+
+    @torch.no_grad()
+    def power_iteration(self, n: int = 1) -> None:
+        w = self.weight.flatten(1)
+        u = self.sn_u
+        for _ in range(n):
+            v = F.normalize(u @ w, dim=1, eps=self.sn_eps)
+            u = F.normalize(v @ w.t(), dim=1, eps=self.sn_eps)
+        self.sn_u.copy_(u)
+
+    def sn_weight(self) -> torch.Tensor:
+        w = self.weight.flatten(1)
+        with torch.no_grad():
+            u = self.sn_u
+            v = F.normalize(u @ w, dim=1, eps=self.sn_eps)
+        sigma = (u @ w @ v.t()).squeeze()
+        return self.weight / sigma
+
+
+class SNConv2d(SpectralNorm, nn.Conv2d):
+    def __init__(self, *args, sn_eps: float = 1e-6, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._init_spectral_norm(sn_eps)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._conv_forward(x, self.sn_weight(), self.bias)
+
+
+class SNConv3d(SpectralNorm, nn.Conv3d):
+    def __init__(self, *args, sn_eps: float = 1e-6, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._init_spectral_norm(sn_eps)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._conv_forward(x, self.sn_weight(), self.bias)
+
+
+class SNLinear(SpectralNorm, nn.Linear):
+    def __init__(self, *args, sn_eps: float = 1e-6, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._init_spectral_norm(sn_eps)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.sn_weight(), self.bias)
+
+
+class SNEmbedding(SpectralNorm, nn.Embedding):
+    """Class embedding of the projection discriminator (Miyato & Koyama), spectrally normed."""
+
+    def __init__(self, *args, sn_eps: float = 1e-6, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._init_spectral_norm(sn_eps)
+
+    def forward(self, y: torch.Tensor) -> torch.Tensor:
+        return F.embedding(y, self.sn_weight())
+
+
+def power_iteration(module: nn.Module, n: int = 1) -> None:
+    """Advance the power iteration of every spectrally normalised layer in ``module``."""
+    for m in module.modules():
+        if isinstance(m, SpectralNorm):
+            m.power_iteration(n)
+
+
+# --------------------------------------------------------------------------------------------
+# Batch normalisation with statistics per timestep (B.2, appendix D)
+# --------------------------------------------------------------------------------------------
+
+
+def _per_timestep_batch_norm(
+    x: torch.Tensor, frames: int, running_mean, running_var, training: bool, momentum: float, eps: float,
+    cross_replica: bool,
+) -> torch.Tensor:
+    """Normalise [B*T, C, H, W] with mean/var over (B, H, W) separately for every (t, c).
+
+    B.2: "We do not reduce over the time dimension when calculating Batch Normalization
+    statistics." Viewing the tensor as [B, T*C, H, W] makes every (timestep, channel) pair its
+    own BN channel, with its own running statistics.
+    """
+    bt, c, h, w = x.shape
+    xv = x.reshape(bt // frames, frames * c, h, w)
+    if cross_replica and training and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        # Cross-replica BN: statistics over the global batch (still per timestep).
+        n_local = torch.tensor([xv.shape[0] * h * w], device=x.device, dtype=torch.float32)
+        s = torch.cat([xv.sum(dim=(0, 2, 3)), (xv * xv).sum(dim=(0, 2, 3))]).float()
+        stats = torch.cat([s, n_local])
+        stats = _AllReduceSum.apply(stats)
+        n = stats[-1]
+        mean = stats[: frames * c] / n
+        var = (stats[frames * c : 2 * frames * c] / n - mean * mean).clamp_min(0)
+        if running_mean is not None:
+            with torch.no_grad():
+                unbiased = var * n / (n - 1).clamp_min(1)
+                running_mean.lerp_(mean.detach().to(running_mean.dtype), momentum)
+                running_var.lerp_(unbiased.detach().to(running_var.dtype), momentum)
+        out = (xv - mean.view(1, -1, 1, 1).to(xv.dtype)) * torch.rsqrt(var.view(1, -1, 1, 1) + eps).to(xv.dtype)
+    else:
+        out = F.batch_norm(xv, running_mean, running_var, None, None, training, momentum, eps)
+    return out.reshape(bt, c, h, w)
+
+
+class _AllReduceSum(torch.autograd.Function):
+    """all_reduce(SUM) whose backward is also an all_reduce(SUM) (gradients of global stats)."""
+
+    @staticmethod
+    def forward(ctx, x):
+        x = x.clone()
+        dist.all_reduce(x)
+        return x
+
+    @staticmethod
+    def backward(ctx, g):
+        g = g.clone()
+        dist.all_reduce(g)
+        return g
+
+
+class TimestepBatchNorm(nn.Module):
+    """BN with a learned affine whose statistics are kept separately for every timestep."""
+
+    def __init__(self, channels: int, frames: int, eps: float = 1e-4, momentum: float = 0.1,
+                 cross_replica: bool = False):
+        super().__init__()
+        self.frames, self.eps, self.momentum, self.cross_replica = frames, eps, momentum, cross_replica
+        self.weight = nn.Parameter(torch.ones(channels))
+        self.bias = nn.Parameter(torch.zeros(channels))
+        self.register_buffer("running_mean", torch.zeros(frames * channels))
+        self.register_buffer("running_var", torch.ones(frames * channels))
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        return _per_timestep_batch_norm(
+            x, self.frames, self.running_mean, self.running_var, self.training, self.momentum, self.eps,
+            self.cross_replica,
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.normalize(x) * self.weight.view(1, -1, 1, 1) + self.bias.view(1, -1, 1, 1)
+
+
+class ConditionalBatchNorm(TimestepBatchNorm):
+    """Class-conditional BN (B.3): BN without a learned affine, then a per-channel gain and bias
+    that are (spectrally normed) linear functions of the conditioning vector [z; e(y)] (B.2)."""
+
+    def __init__(self, channels: int, cond_dim: int, frames: int, eps: float = 1e-4, momentum: float = 0.1,
+                 cross_replica: bool = False, sn_eps: float = 1e-6):
+        super().__init__(channels, frames, eps, momentum, cross_replica)
+        del self.weight, self.bias
+        self.gain = SNLinear(cond_dim, channels, sn_eps=sn_eps)
+        self.bias = SNLinear(cond_dim, channels, sn_eps=sn_eps)
+
+    def forward(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        # x: [B*T, C, H, W]; cond: [B, cond_dim], shared by all T frames of a video.
+        gain = (1 + self.gain(cond)).repeat_interleave(self.frames, 0)
+        bias = self.bias(cond).repeat_interleave(self.frames, 0)
+        return self.normalize(x) * gain[:, :, None, None] + bias[:, :, None, None]
+
+
+# --------------------------------------------------------------------------------------------
+# ConvGRU (B.2)
+# --------------------------------------------------------------------------------------------
+
+
+class ConvGRU(nn.Module):
+    """Convolutional GRU of B.2, unrolled once per frame:
+
+        r   = sigmoid(W_r *3 [h_{t-1}; x_t] + b_r)
+        u   = sigmoid(W_u *3 [h_{t-1}; x_t] + b_u)
+        c   = relu(W_c *3 [x_t; r . h_{t-1}] + b_c)          (relu, not tanh)
+        h_t = u . h_{t-1} + (1 - u) . c
+
+    Each W is its own spectrally normalised layer. ``impl="reference"`` evaluates the equations
+    literally, frame by frame. ``impl="fast"`` computes the same function: every weight is
+    normalised once per call, and W * [h; x] = W_h * h + W_x * x lets the input convolutions
+    of all frames run as one batched convolution outside the recurrence (once only when the
+    input is the same for every frame).
+    """
+
+    def __init__(self, in_channels: int, hidden_channels: int, kernel_size: int = 3, impl: str = "fast",
+                 sn_eps: float = 1e-6):
+        super().__init__()
+        p = kernel_size // 2
+        self.in_channels, self.hidden_channels, self.impl = in_channels, hidden_channels, impl
+        cat = in_channels + hidden_channels
+        self.reset_gate = SNConv2d(cat, hidden_channels, kernel_size, padding=p, sn_eps=sn_eps)  # W_r on [h; x]
+        self.update_gate = SNConv2d(cat, hidden_channels, kernel_size, padding=p, sn_eps=sn_eps)  # W_u on [h; x]
+        self.candidate = SNConv2d(cat, hidden_channels, kernel_size, padding=p, sn_eps=sn_eps)  # W_c on [x; r.h]
+
+    def step(self, x: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        """One literal step of the four equations."""
+        hx = torch.cat([h, x], 1)
+        r = torch.sigmoid(self.reset_gate(hx))
+        u = torch.sigmoid(self.update_gate(hx))
+        c = torch.relu(self.candidate(torch.cat([x, r * h], 1)))
+        return u * h + (1 - u) * c
+
+    def forward(self, x: torch.Tensor, h0: torch.Tensor, frames: int) -> torch.Tensor:
+        """x: [B, T, Cin, H, W], or [B, Cin, H, W] used as the input at every frame.
+        h0: [B, Chid, H, W]. Returns the hidden states [B, T, Chid, H, W]."""
+        shared = x.dim() == 4
+        if self.impl == "reference":
+            h, out = h0, []
+            for t in range(frames):
+                h = self.step(x if shared else x[:, t], h)
+                out.append(h)
+            return torch.stack(out, 1)
+        return self._fast(x, h0, frames, shared)
+
+    def _fast(self, x: torch.Tensor, h0: torch.Tensor, frames: int, shared: bool) -> torch.Tensor:
+        ch = self.hidden_channels
+        wr, wu, wc = self.reset_gate.sn_weight(), self.update_gate.sn_weight(), self.candidate.sn_weight()
+        pad = self.candidate.padding
+        # Input-to-hidden parts of all three convolutions, one conv for every frame at once.
+        w_x = torch.cat([wr[:, ch:], wu[:, ch:], wc[:, : self.in_channels]], 0)
+        b_x = torch.cat([self.reset_gate.bias, self.update_gate.bias, self.candidate.bias])
+        w_h_ru = torch.cat([wr[:, :ch], wu[:, :ch]], 0)
+        w_h_c = wc[:, self.in_channels :]
+        b, _, hh, ww = h0.shape
+        if shared:
+            gx = F.conv2d(x, w_x, b_x, padding=pad)  # [B, 3Ch, H, W], the same for every t
+            gxs = [gx] * frames
+        else:
+            gx = F.conv2d(x.flatten(0, 1), w_x, b_x, padding=pad).view(b, frames, 3 * ch, hh, ww)
+            gxs = gx.unbind(1)
+        h, out = h0, []
+        for t in range(frames):
+            gx_r, gx_u, gx_c = gxs[t].split(ch, 1)
+            gh_r, gh_u = F.conv2d(h, w_h_ru, padding=pad).split(ch, 1)
+            r = torch.sigmoid(gx_r + gh_r)
+            u = torch.sigmoid(gx_u + gh_u)
+            c = torch.relu(gx_c + F.conv2d(r * h, w_h_c, padding=pad))
+            h = torch.lerp(c, h, u)  # u*h + (1-u)*c
+            out.append(h)
+        return torch.stack(out, 1)
+
+
+# --------------------------------------------------------------------------------------------
+# Residual blocks (Figure 7; BigGAN)
+# --------------------------------------------------------------------------------------------
+
+
+class GBlock(nn.Module):
+    """BigGAN generator block applied per frame (time folded into batch, B.2):
+    CBN -> relu -> [upsample] -> conv3x3 -> CBN -> relu -> conv3x3, plus a 1x1 shortcut."""
+
+    def __init__(self, in_ch: int, out_ch: int, cond_dim: int, frames: int, upsample: bool, bn_eps: float = 1e-4,
+                 bn_momentum: float = 0.1, cross_replica: bool = False, sn_eps: float = 1e-6):
+        super().__init__()
+        bn = dict(cond_dim=cond_dim, frames=frames, eps=bn_eps, momentum=bn_momentum, cross_replica=cross_replica,
+                  sn_eps=sn_eps)
+        self.upsample = upsample
+        self.bn1 = ConditionalBatchNorm(in_ch, **bn)
+        self.conv1 = SNConv2d(in_ch, out_ch, 3, padding=1, sn_eps=sn_eps)
+        self.bn2 = ConditionalBatchNorm(out_ch, **bn)
+        self.conv2 = SNConv2d(out_ch, out_ch, 3, padding=1, sn_eps=sn_eps)
+        self.shortcut = SNConv2d(in_ch, out_ch, 1, sn_eps=sn_eps) if (in_ch != out_ch or upsample) else None
+
+    def forward(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        h = F.relu(self.bn1(x, cond))
+        if self.upsample:
+            h = F.interpolate(h, scale_factor=2, mode="nearest")
+            x = F.interpolate(x, scale_factor=2, mode="nearest")
+        h = self.conv2(F.relu(self.bn2(self.conv1(h), cond)))
+        if self.shortcut is not None:
+            x = self.shortcut(x)
+        return h + x
+
+
+class DBlock(nn.Module):
+    """BigGAN discriminator block, 2-D or 3-D (3x3x3 convs; the first two blocks of D_T, B.2):
+    [relu] -> conv -> relu -> conv -> [avg-pool], plus a 1x1 shortcut."""
+
+    def __init__(self, in_ch: int, out_ch: int, downsample: bool, preactivation: bool = True, dims: int = 2,
+                 downsample_time: bool = False, sn_eps: float = 1e-6):
+        super().__init__()
+        conv = SNConv2d if dims == 2 else SNConv3d
+        self.dims, self.downsample, self.preactivation = dims, downsample, preactivation
+        self.downsample_time = downsample_time
+        self.conv1 = conv(in_ch, out_ch, 3, padding=1, sn_eps=sn_eps)
+        self.conv2 = conv(out_ch, out_ch, 3, padding=1, sn_eps=sn_eps)
+        self.shortcut = conv(in_ch, out_ch, 1, sn_eps=sn_eps) if (in_ch != out_ch or downsample) else None
+
+    def _pool(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.downsample:
+            return x
+        if self.dims == 2:
+            return F.avg_pool2d(x, 2)
+        kt = 2 if (self.downsample_time and x.shape[2] > 1) else 1
+        return F.avg_pool3d(x, (kt, 2, 2), ceil_mode=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = F.relu(x) if self.preactivation else x
+        h = self._pool(self.conv2(F.relu(self.conv1(h))))
+        if self.shortcut is not None:
+            # BigGAN: conv before pooling for pre-activated blocks, after it for the first block.
+            x = self._pool(self.shortcut(x)) if self.preactivation else self.shortcut(self._pool(x))
+        return h + x
+
+
+# --------------------------------------------------------------------------------------------
+# Separable attention (appendix A)
+# --------------------------------------------------------------------------------------------
+
+
+class SeparableAttention(nn.Module):
+    """Self-attention over T, then H, then W (appendix A), each with its own Q, K, V of shape
+    [C, C] (spectrally normed), added to the input through a learned gain (initialised to 0,
+    as BigGAN's attention, so inserting the block does not disturb a network at init).
+
+    Memory: max(H^2 W T, H W^2 T, H W T^2) attention entries per video instead of (H W T)^2.
+    """
+
+    def __init__(self, channels: int, sn_eps: float = 1e-6):
+        super().__init__()
+        self.qkv = nn.ModuleList(
+            [SNLinear(channels, 3 * channels, bias=False, sn_eps=sn_eps) for _ in range(3)]
+        )
+        self.gamma = nn.Parameter(torch.zeros(()))
+        self.last_attention_sizes: list[int] = []  # numbers of attention entries, for tests
+
+    def _attend(self, x: torch.Tensor, proj: SNLinear) -> torch.Tensor:
+        # x: [N, L, C] -> softmax[XQ (XK)^T] XV over the L axis
+        q, k, v = proj(x).chunk(3, -1)
+        a = torch.softmax(q @ k.transpose(1, 2), dim=-1)
+        self.last_attention_sizes.append(a.numel())
+        return a @ v
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: [B, T, C, H, W] -> same shape."""
+        self.last_attention_sizes = []
+        b, t, c, h, w = x.shape
+        y = x.permute(0, 3, 4, 1, 2).reshape(b * h * w, t, c)  # attend over time
+        y = self._attend(y, self.qkv[0]).view(b, h, w, t, c)
+        y = y.permute(0, 2, 3, 1, 4).reshape(b * w * t, h, c)  # over height
+        y = self._attend(y, self.qkv[1]).view(b, w, t, h, c)
+        y = y.permute(0, 2, 3, 1, 4).reshape(b * t * h, w, c)  # over width
+        y = self._attend(y, self.qkv[2]).view(b, t, h, w, c)
+        return x + self.gamma * y.permute(0, 1, 4, 2, 3)

@@ -1,0 +1,80 @@
+"""DVD-GAN-FP: the frame-conditional generator for future video prediction (B.4, Figure 8).
+
+Each of the C conditioning frames goes through a residual stack identical to D_S. After each
+block, the C feature maps are stacked on channels and passed through a 3x3 conv and relu; the
+result is the initial state of the ConvGRU of the generator group with the same spatial
+resolution, so the smallest (most processed) features enter the earliest group.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from dvdgan.config import ModelConfig
+from dvdgan.models.discriminators import _widths
+from dvdgan.models.generator import Generator
+from dvdgan.models.layers import DBlock, SNConv2d
+
+
+class ConditioningStack(nn.Module):
+    """Context frames [B, C, 3, H, W] -> one initial ConvGRU state per generator group."""
+
+    def __init__(self, cfg: ModelConfig, state_resolutions: list[int], state_channels: list[int]):
+        super().__init__()
+        widths, n, c = _widths(cfg), len(cfg.d_multipliers), cfg.context_frames
+        self.blocks = nn.ModuleList(
+            DBlock(3 if i == 0 else widths[i - 1], widths[i], downsample=i < n - 1, preactivation=i > 0,
+                   sn_eps=cfg.sn_eps)
+            for i in range(n)
+        )  # B.4: a residual network identical to D_S
+        out_res, res = [], cfg.resolution
+        for i in range(n):
+            res = res // 2 if i < n - 1 else res
+            out_res.append(res)
+        # For each G group, the deepest block whose output has the group's resolution.
+        self.taps: list[int] = []
+        for r in state_resolutions:
+            matches = [i for i, rr in enumerate(out_res) if rr == r]
+            if not matches:
+                raise ValueError(f"no conditioning block at resolution {r}")
+            self.taps.append(matches[-1])
+        self.projections = nn.ModuleList(
+            SNConv2d(c * widths[tap], ch, 3, padding=1, sn_eps=cfg.sn_eps)
+            for tap, ch in zip(self.taps, state_channels)
+        )
+        self.context_frames = c
+
+    def forward(self, context: torch.Tensor) -> list[torch.Tensor]:
+        b, c = context.shape[:2]
+        h = context.flatten(0, 1)  # each conditioning frame separately
+        feats = []
+        for blk in self.blocks:
+            h = blk(h)
+            feats.append(h)
+        states = []
+        for tap, proj in zip(self.taps, self.projections):
+            f = feats[tap]
+            stacked = f.view(b, c * f.shape[1], f.shape[2], f.shape[3])  # stack the C maps on channels
+            states.append(F.relu(proj(stacked)))
+        return states
+
+
+class PredictionGenerator(Generator):
+    """G(z, y, context) -> the T frames that follow the C context frames, [B, T, 3, H, W]."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__(cfg)
+        self.conditioning = ConditioningStack(cfg, self.state_resolutions, self.state_channels)
+
+    def forward(self, z: torch.Tensor, y: torch.Tensor, context: torch.Tensor | None = None,
+                initial_states: list[torch.Tensor] | None = None) -> torch.Tensor:
+        if context is None:
+            raise ValueError("a prediction generator needs the context frames")
+        return super().forward(z, y, self.conditioning(context))
+
+
+def build_generator(cfg: ModelConfig) -> Generator:
+    """The synthesis generator, or DVD-GAN-FP's when the config has context frames."""
+    return PredictionGenerator(cfg) if cfg.context_frames > 0 else Generator(cfg)
