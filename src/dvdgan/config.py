@@ -331,6 +331,7 @@ PRESETS: dict[str, typing.Callable[[], Config]] = {
     # C.1: UCF-101, 16-frame 128x128 clips, same model as Kinetics
     "ucf101-16x128": lambda: dataclasses.replace(
         _kinetics("ucf101-16x128", 16, 128, _G128, _D128, 96),
+        model=dataclasses.replace(_kinetics("", 16, 128, _G128, _D128, 96).model, num_classes=101),
         data=DataConfig(dataset="ucf101", frame_stride=1),
     ),
     # 4.2: future video prediction
