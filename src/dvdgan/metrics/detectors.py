@@ -94,7 +94,8 @@ def as_uint8_videos(videos) -> torch.Tensor:
     if isinstance(videos, np.ndarray):
         videos = torch.from_numpy(videos)
     if not isinstance(videos, torch.Tensor) or videos.dtype != torch.uint8:
-        raise TypeError(f"expected uint8 videos [B, T, H, W, 3], got {getattr(videos, 'dtype', type(videos))}")
+        got = getattr(videos, "dtype", type(videos))
+        raise TypeError(f"expected uint8 videos [B, T, H, W, 3], got {got}")
     if videos.ndim != 5 or videos.shape[-1] != 3:
         raise DvdganError(f"expected RGB videos [B, T, H, W, 3], got shape {list(videos.shape)}")
     return videos
@@ -121,8 +122,8 @@ def module_digest(module: nn.Module, n: int = 12) -> str:
     for k, v in module.state_dict().items():
         h.update(k.encode())
         h.update(str(tuple(v.shape)).encode())
-        h.update(v.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes()
-                 if v.numel() else b"")
+        if v.numel():
+            h.update(v.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
     return h.hexdigest()[:n]
 
 
@@ -383,12 +384,8 @@ def load_detector(
         model = load_i3d(path, num_classes=num_classes, device=device)
         return I3DDetector(model, digest, label, resize=i3d_resize, batch_size=batch_size or 8, device=device)
     model = load_c3d(path, mean_path=c3d_mean, device=device)
-    if c3d_mean is not None or hasattr(model, "mean"):
-        mean = getattr(model, "mean", None)
-        if isinstance(mean, torch.Tensor):
-            digest = f"{digest}+mean:{module_digest_tensor(mean)}"
+    mean = getattr(model, "mean", None)
+    if isinstance(mean, torch.Tensor):  # the mean clip is part of the protocol: identify it too
+        mean_digest = hashlib.sha256(mean.detach().cpu().float().contiguous().numpy().tobytes())
+        digest = f"{digest}+mean:{mean_digest.hexdigest()[:8]}"
     return C3DDetector(model, digest, label, batch_size=batch_size or 8, device=device)
-
-
-def module_digest_tensor(t: torch.Tensor, n: int = 8) -> str:
-    return hashlib.sha256(t.detach().cpu().float().contiguous().numpy().tobytes()).hexdigest()[:n]

@@ -332,7 +332,8 @@ def read_weight_file(path: str) -> dict[str, torch.Tensor]:
         else:
             sd = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - any unreadable file is a user-facing error
-        raise WeightsError(f"cannot read weight file {path}: {type(e).__name__}: {e}".splitlines()[0]) from None
+        msg = f"cannot read weight file {path}: {type(e).__name__}: {e}".splitlines()[0]
+        raise WeightsError(msg) from None
     for wrapper in ("state_dict", "model"):
         if isinstance(sd, Mapping) and wrapper in sd and isinstance(sd[wrapper], Mapping):
             sd = sd[wrapper]
