@@ -204,23 +204,30 @@ def load_c3d(path: str, mean_path: str | None = None, device: str | torch.device
                 raise WeightsError(
                     f"C3D mean clip not found: pass mean2.npz explicitly (looked for {mean_path})"
                 )
-        model = C3D(num_classes, mean=load_c3d_mean(mean_path))
         sd = {}
         for k, v in got.items():
             layer, p = k.split("/")
-            sd[f"{layer}.{'weight' if p == 'W' else 'bias'}"] = v.float()
-        sd["mean"] = model.mean
-        model.load_state_dict(sd, strict=True)
-        return model.to(device).eval()
+            sd[f"{layer}.{'weight' if p == 'W' else 'bias'}"] = v.float().contiguous()
+        sd["mean"] = load_c3d_mean(mean_path)
+        return _build(num_classes, sd).to(device).eval()
     sd = read_weight_file(path)
     fc8 = sd.get("fc8.weight")
     num_classes = int(fc8.shape[0]) if fc8 is not None and fc8.ndim == 2 else 101
-    model = C3D(num_classes)
-    check_state_dict(sd, model.state_dict(), path, "C3D")
-    model.load_state_dict(sd, strict=True)
+    with torch.device("meta"):
+        expected = C3D(num_classes).state_dict()
+    check_state_dict(sd, expected, path, "C3D")
+    sd = {k: v.float().contiguous() for k, v in sd.items()}
     if mean_path is not None:
-        model.mean.copy_(load_c3d_mean(mean_path))
-    return model.to(device).eval()
+        sd["mean"] = load_c3d_mean(mean_path)
+    return _build(num_classes, sd).to(device).eval()
+
+
+def _build(num_classes: int, sd: dict[str, torch.Tensor]) -> C3D:
+    # built on the meta device and assigned the loaded tensors: no 78M-parameter random init
+    with torch.device("meta"):
+        model = C3D(num_classes)
+    model.load_state_dict(sd, strict=True, assign=True)
+    return model
 
 
 def _is_npz(path: str) -> bool:

@@ -357,14 +357,14 @@ def check_state_dict(
         if k not in sd:
             if k.endswith(optional_suffixes):
                 continue
-            raise WeightsError(f"{path} is not a {what} weight file: missing key {k!r}")
+            raise WeightsError(f"{path} does not match {what}: missing key {k!r}")
         if tuple(sd[k].shape) != tuple(v.shape):
             raise WeightsError(
                 f"{path}: key {k!r} has shape {list(sd[k].shape)}, {what} expects {list(v.shape)}"
             )
     for k in sd:
         if k not in expected:
-            raise WeightsError(f"{path} is not a {what} weight file: unexpected key {k!r}")
+            raise WeightsError(f"{path} does not match {what}: unexpected key {k!r}")
 
 
 def load_i3d(path: str, num_classes: int | None = None, device: str | torch.device = "cpu") -> nn.Module:

@@ -53,7 +53,9 @@ def _score(logp: np.ndarray) -> float:
     p = np.exp(logp)
     log_py = np.log(p.mean(axis=0))
     # sum_y p (log p - log p(y)); terms with p == 0 contribute 0
-    kl = np.where(p > 0, p * (logp - log_py[None, :]), 0.0).sum(axis=1)
+    with np.errstate(invalid="ignore"):  # p == 0 gives 0 * -inf; those terms are masked out
+        terms = np.multiply(p, logp - log_py[None, :], out=np.zeros_like(p), where=p > 0)
+    kl = terms.sum(axis=1)
     return float(np.exp(kl.mean()))
 
 

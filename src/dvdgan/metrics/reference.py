@@ -1,0 +1,409 @@
+"""Reference video classifier for the built-in MovingShapes dataset.
+
+It fills the role I3D plays for Kinetics: a small 3-D convnet, trained once on
+:class:`~dvdgan.data.shapes.MovingShapes` and cached, whose
+
+* top-1 accuracy on generated videos (against the labels they were conditioned on) says whether
+  a class-conditional generator draws the right shape *and* the right sense of rotation (the
+  motion half of the class is only visible in the temporal order of the frames), and whose
+* penultimate features give a Frechet distance to real clips (an FVD analogue), reported next
+  to the real-vs-real floor of the same sample size.
+
+The weights are cached as safetensors under ``cache_dir or $DVDGAN_CACHE or ~/.cache/dvdgan``
+(sub-folder ``reference``), one file per (resolution, frames, num_classes, version). The first
+call trains the network (deterministic seed, about a minute on 2 CPU cores at 32x32x8), checks
+its accuracy on the real test split and writes the cache atomically.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+from torch import nn
+from tqdm import tqdm
+
+from dvdgan.config import DataConfig
+from dvdgan.data.shapes import MovingShapes, motion_statistic
+from dvdgan.data.transforms import to_model_input
+from dvdgan.errors import WeightsError
+from dvdgan.metrics.frechet import frechet_distance
+
+__all__ = [
+    "REFERENCE_VERSION",
+    "ReferenceClassifier",
+    "load_reference_classifier",
+    "train_reference_classifier",
+    "reference_cache_path",
+    "evaluate_videos",
+]
+
+#: Bump when the architecture, the training recipe or the dataset's rendering changes:
+#: it is part of the cache key, so stale weights are never loaded.
+REFERENCE_VERSION = "v1"
+#: Accuracy on the real test split the trained classifier is checked against.
+MIN_TEST_ACCURACY = 0.98
+
+_TRAIN_SEED = 0  # seed of the network's initialisation and of the training batches
+_DATA_SEED = 0  # MovingShapes seed of the train and test splits
+_BATCH = 64
+_STEPS = 450  # base schedule; extended (at most _EXTRA_ROUNDS times) if the check fails
+_EXTRA_ROUNDS = 2
+_LR = 3e-3
+_WEIGHT_DECAY = 1e-4
+
+
+def _input_pool(resolution: int) -> int:
+    """Average-pooling factor applied to the input so that the network sees 16-47 px frames."""
+    k = 1
+    while resolution // (2 * k) >= 24:
+        k *= 2
+    return k
+
+
+def _conv_bn(cin: int, cout: int, stride: tuple[int, int, int]) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv3d(cin, cout, 3, stride=stride, padding=1, bias=False),
+        nn.BatchNorm3d(cout),
+        nn.ReLU(inplace=True),
+    )
+
+
+class ReferenceClassifier(nn.Module):
+    """A small 3-D convnet over MovingShapes clips.
+
+    Input: float videos ``[B, T, 3, H, W]`` in [-1, 1] (``to_model_input`` of uint8 clips), with
+    ``T == frames`` and ``H == W == resolution``. Architecture: optional 2x2^k average pooling
+    (resolutions >= 48), four 3x3x3 Conv3d + BatchNorm + ReLU layers (16, 32, 64, 128 channels;
+    spatial strides 2, 2, 2, 1; temporal stride 2 in the third), global average pooling
+    (``features``: 128-d) and a linear layer (``forward``: logits).
+    """
+
+    feature_dim = 128
+
+    def __init__(self, resolution: int, frames: int, num_classes: int = 6) -> None:
+        super().__init__()
+        self.resolution = int(resolution)
+        self.frames = int(frames)
+        self.num_classes = int(num_classes)
+        self.pool = _input_pool(self.resolution)
+        self.body = nn.Sequential(
+            _conv_bn(3, 16, (1, 2, 2)),
+            _conv_bn(16, 32, (1, 2, 2)),
+            _conv_bn(32, 64, (2, 2, 2)),
+            _conv_bn(64, self.feature_dim, (1, 1, 1)),
+        )
+        self.head = nn.Linear(self.feature_dim, self.num_classes)
+        #: accuracy on the real test split measured after training (also in the cache metadata)
+        self.test_accuracy: float = float("nan")
+        #: seconds spent training (0 when loaded from the cache)
+        self.train_seconds: float = 0.0
+        #: True when the weights came from the cache rather than from training in this call
+        self.loaded_from_cache: bool = False
+
+    def _check(self, x: torch.Tensor) -> None:
+        if x.ndim != 5 or x.shape[2] != 3:
+            raise ValueError(f"expected float videos [B, T, 3, H, W], got {tuple(x.shape)}")
+        t, h, w = x.shape[1], x.shape[3], x.shape[4]
+        if (t, h, w) != (self.frames, self.resolution, self.resolution):
+            raise ValueError(
+                f"this reference classifier takes {self.frames} frames of {self.resolution}x"
+                f"{self.resolution}, got {t} frames of {h}x{w}"
+            )
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Penultimate features ``[B, 128]`` (globally pooled), used for the Frechet distance."""
+        self._check(x)
+        x = x.transpose(1, 2)  # [B, 3, T, H, W]
+        if self.pool > 1:
+            x = F.avg_pool3d(x, (1, self.pool, self.pool))
+        return self.body(x).mean(dim=(2, 3, 4))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Class logits ``[B, num_classes]``."""
+        return self.head(self.features(x))
+
+
+# --------------------------------------------------------------------------------------------
+# Cache
+# --------------------------------------------------------------------------------------------
+
+
+def _cache_root(cache_dir: str | os.PathLike[str] | None) -> Path:
+    root = cache_dir or os.environ.get("DVDGAN_CACHE") or os.path.join("~", ".cache", "dvdgan")
+    return Path(root).expanduser()
+
+
+def reference_cache_path(
+    resolution: int, frames: int, num_classes: int = 6, cache_dir: str | os.PathLike[str] | None = None
+) -> Path:
+    """Where the weights for (resolution, frames, num_classes, REFERENCE_VERSION) are cached."""
+    name = f"shapes-r{resolution}-t{frames}-c{num_classes}-{REFERENCE_VERSION}.safetensors"
+    return _cache_root(cache_dir) / "reference" / name
+
+
+def _save(model: ReferenceClassifier, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    meta = {
+        "version": REFERENCE_VERSION,
+        "resolution": str(model.resolution),
+        "frames": str(model.frames),
+        "num_classes": str(model.num_classes),
+        "test_accuracy": repr(model.test_accuracy),
+        "train_seconds": f"{model.train_seconds:.1f}",
+        "data_seed": str(_DATA_SEED),
+        "train_seed": str(_TRAIN_SEED),
+    }
+    tmp = path.with_name(f"{path.name}.tmp.{os.getpid()}")
+    try:
+        save_file(state, str(tmp), metadata=meta)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def _load(path: Path, resolution: int, frames: int, num_classes: int) -> ReferenceClassifier:
+    """Load cached weights; raises WeightsError when the file does not match."""
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+        state = load_file(str(path))
+    except Exception as e:  # safetensors raises several error types for a corrupt file
+        raise WeightsError(f"cannot read reference classifier weights {path}: {e}") from None
+    expected = {"version": REFERENCE_VERSION, "resolution": str(resolution), "frames": str(frames),
+                "num_classes": str(num_classes)}
+    for k, v in expected.items():
+        if meta.get(k) != v:
+            raise WeightsError(f"{path}: metadata {k}={meta.get(k)!r}, expected {v!r}")
+    model = ReferenceClassifier(resolution, frames, num_classes)
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        raise WeightsError(f"{path} does not match the reference classifier: {e}") from None
+    model.test_accuracy = float(meta.get("test_accuracy", "nan"))
+    model.loaded_from_cache = True
+    return model
+
+
+# --------------------------------------------------------------------------------------------
+# Training
+# --------------------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def _predict(
+    model: ReferenceClassifier, videos: torch.Tensor, batch_size: int, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(features float64 [N, F], logits float32 [N, C]) of uint8 videos, batch by batch, on CPU."""
+    feats, logits = [], []
+    for i in range(0, videos.shape[0], batch_size):
+        x = to_model_input(videos[i : i + batch_size].to(device))
+        f = model.features(x)
+        feats.append(f.double().cpu())
+        logits.append(model.head(f).float().cpu())
+    return torch.cat(feats), torch.cat(logits)
+
+
+def _test_accuracy(model: ReferenceClassifier, device: torch.device, n: int) -> float:
+    model.eval()
+    test = MovingShapes("test", model.frames, model.resolution, n, seed=_DATA_SEED)
+    correct = 0
+    for i in range(0, n, 250):
+        v, y = test.batch(range(i, min(n, i + 250)))
+        _, logits = _predict(model, v, 125, device)
+        correct += int((logits.argmax(1) == y).sum())
+    return correct / n
+
+
+def train_reference_classifier(
+    resolution: int, frames: int, *, device: str | torch.device = "cpu", progress: bool = True,
+    min_accuracy: float = MIN_TEST_ACCURACY,
+) -> ReferenceClassifier:
+    """Train the reference classifier on MovingShapes' train split (deterministic, no caching).
+
+    AdamW with a one-cycle learning rate over ``_STEPS`` batches of 64 fresh training clips;
+    the accuracy on ``DataConfig.shapes_test_size`` real test clips is measured afterwards and,
+    if below ``min_accuracy``, training continues (lower learning rate) up to
+    ``_EXTRA_ROUNDS`` more times. The result is returned in eval mode with ``test_accuracy``
+    and ``train_seconds`` set; if the target is still missed a warning is issued.
+    """
+    device = torch.device(device)
+    data_cfg = DataConfig()
+    train = MovingShapes("train", frames, resolution, data_cfg.shapes_train_size, seed=_DATA_SEED)
+    start = time.perf_counter()
+    devices = [device.index or 0] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(_TRAIN_SEED)
+        model = ReferenceClassifier(resolution, frames, train.num_classes).to(device)
+        gen = torch.Generator().manual_seed(_TRAIN_SEED)
+        accuracy = float("nan")
+        bar = tqdm(total=_STEPS, desc=f"reference classifier {resolution}x{resolution}x{frames}",
+                   disable=not progress, leave=False, unit="step")
+        for round_ in range(1 + _EXTRA_ROUNDS):
+            steps = _STEPS if round_ == 0 else _STEPS // 2
+            lr = _LR if round_ == 0 else _LR / 4
+            if round_ > 0:
+                bar.reset(total=steps)
+            opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=_WEIGHT_DECAY)
+            sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.15)
+            model.train()
+            for _ in range(steps):
+                idx = torch.randint(0, len(train), (_BATCH,), generator=gen)
+                v, y = train.batch(idx)
+                x = to_model_input(v.to(device))
+                loss = F.cross_entropy(model(x), y.to(device))
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                sched.step()
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
+            accuracy = _test_accuracy(model, device, data_cfg.shapes_test_size)
+            bar.set_postfix(test_acc=f"{accuracy:.4f}")
+            if accuracy >= min_accuracy:
+                break
+        bar.close()
+    model.eval()
+    model.test_accuracy = accuracy
+    model.train_seconds = time.perf_counter() - start
+    if accuracy < min_accuracy:
+        warnings.warn(
+            f"reference classifier {resolution}x{resolution}x{frames} reached only {accuracy:.2%} "
+            f"test accuracy (target {min_accuracy:.0%}); its numbers are less reliable",
+            stacklevel=2,
+        )
+    return model
+
+
+def load_reference_classifier(
+    resolution: int, frames: int, *, device: str | torch.device = "cpu",
+    cache_dir: str | os.PathLike[str] | None = None, progress: bool = True,
+) -> ReferenceClassifier:
+    """The reference classifier for MovingShapes clips of this size, in eval mode on ``device``.
+
+    Loads cached weights from :func:`reference_cache_path` if present; otherwise trains them
+    (:func:`train_reference_classifier`) and writes the cache atomically. A cache file that
+    cannot be read or does not match is replaced (with a warning).
+    """
+    num_classes = len(MovingShapes("test", max(frames, 2), max(resolution, 16), 1).class_names)
+    path = reference_cache_path(resolution, frames, num_classes, cache_dir)
+    model: ReferenceClassifier | None = None
+    if path.exists():
+        try:
+            model = _load(path, resolution, frames, num_classes)
+        except WeightsError as e:
+            warnings.warn(f"{e}; retraining", stacklevel=2)
+    if model is None:
+        model = train_reference_classifier(resolution, frames, device=device, progress=progress)
+        _save(model, path)
+    return model.to(device).eval()
+
+
+# --------------------------------------------------------------------------------------------
+# Evaluation
+# --------------------------------------------------------------------------------------------
+
+
+def _as_uint8_videos(videos: torch.Tensor | np.ndarray, what: str) -> torch.Tensor:
+    v = torch.from_numpy(np.ascontiguousarray(videos)) if isinstance(videos, np.ndarray) else videos
+    if v.dtype != torch.uint8 or v.ndim != 5 or v.shape[-1] != 3:
+        raise ValueError(f"{what}: expected uint8 videos [N, T, H, W, 3], got {v.dtype} {tuple(v.shape)}")
+    return v
+
+
+def _gaussian(features: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    x = features.numpy().astype(np.float64)
+    return x.mean(axis=0), np.atleast_2d(np.cov(x, rowvar=False))
+
+
+def evaluate_videos(
+    videos: torch.Tensor | np.ndarray,
+    labels: torch.Tensor,
+    classifier: ReferenceClassifier,
+    real_videos: torch.Tensor | np.ndarray | None = None,
+    batch_size: int = 64,
+) -> dict[str, float | dict[str, float]]:
+    """Judge videos (usually generated) with the reference classifier.
+
+    Args:
+        videos: uint8 ``[N, T, H, W, 3]`` (N >= 2), the classifier's frame count and resolution.
+        labels: int64 ``[N]``, the classes the videos should show (e.g. the conditioning labels).
+        classifier: from :func:`load_reference_classifier`.
+        real_videos: uint8 ``[M, T, H, W, 3]`` real clips to compare with; default: the first N
+            clips of MovingShapes' test split.
+        batch_size: classifier batch size.
+
+    Returns a dict with
+
+    * ``accuracy``: top-1 accuracy of the classifier on ``videos`` against ``labels``;
+    * ``frechet``: Frechet distance between the classifier features of ``videos`` and of the
+      real clips (mean / covariance in float64, ``np.cov(rowvar=False)``);
+    * ``frechet_floor``: the Frechet distance between two disjoint sets of N real test clips
+      (test indices ``[0, N)`` and ``[N, 2N)``), i.e. what a perfect generator would score with
+      this sample size;
+    * ``accuracy_real``: the classifier's accuracy on the real clips (when their labels are known,
+      i.e. ``real_videos`` is None; otherwise NaN);
+    * ``motion`` / ``motion_real``: :func:`~dvdgan.data.shapes.motion_statistic` of both sets;
+    * ``num_videos``: N.
+    """
+    videos = _as_uint8_videos(videos, "videos")
+    n, t, h, w, _ = videos.shape
+    if (t, h, w) != (classifier.frames, classifier.resolution, classifier.resolution):
+        raise ValueError(
+            f"videos are {t} frames of {h}x{w} but the reference classifier takes {classifier.frames} "
+            f"frames of {classifier.resolution}x{classifier.resolution}"
+        )
+    labels = torch.as_tensor(labels, dtype=torch.long).reshape(-1).cpu()
+    if labels.shape[0] != n:
+        raise ValueError(f"got {n} videos but {labels.shape[0]} labels")
+    if n < 2:
+        raise ValueError("evaluate_videos needs at least 2 videos for a covariance")
+    was_training = classifier.training
+    classifier.eval()
+    device = next(classifier.parameters()).device
+    try:
+        test = MovingShapes("test", t, h, max(2 * n, DataConfig().shapes_test_size), seed=_DATA_SEED)
+        feats, logits = _predict(classifier, videos, batch_size, device)
+        accuracy = float((logits.argmax(1) == labels).double().mean())
+
+        real_a, real_a_labels = test.batch(range(n))
+        feats_a, logits_a = _predict(classifier, real_a, batch_size, device)
+        feats_b = torch.cat([
+            _predict(classifier, test.batch(range(i, min(2 * n, i + 500)))[0], batch_size, device)[0]
+            for i in range(n, 2 * n, 500)
+        ])
+        if real_videos is None:
+            real, feats_real = real_a, feats_a
+            accuracy_real = float((logits_a.argmax(1) == real_a_labels).double().mean())
+        else:
+            real = _as_uint8_videos(real_videos, "real_videos")
+            if tuple(real.shape[1:4]) != (t, h, w) or real.shape[0] < 2:
+                raise ValueError(f"real_videos must be [M >= 2, {t}, {h}, {w}, 3], got {tuple(real.shape)}")
+            feats_real = _predict(classifier, real, batch_size, device)[0]
+            accuracy_real = math.nan
+    finally:
+        classifier.train(was_training)
+
+    mu, sigma = _gaussian(feats)
+    mu_r, sigma_r = _gaussian(feats_real)
+    mu_a, sigma_a = _gaussian(feats_a)
+    mu_b, sigma_b = _gaussian(feats_b)
+    return {
+        "accuracy": accuracy,
+        "accuracy_real": accuracy_real,
+        "frechet": frechet_distance(mu, sigma, mu_r, sigma_r),
+        "frechet_floor": frechet_distance(mu_a, sigma_a, mu_b, sigma_b),
+        "motion": motion_statistic(videos),
+        "motion_real": motion_statistic(real),
+        "num_videos": float(n),
+    }

@@ -1,0 +1,162 @@
+"""The training loop: exact resume, crash safety, non-finite losses, fast == reference, errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from dvdgan.cli import main
+from dvdgan.config import apply_overrides, get_preset
+from dvdgan.training import Trainer, train
+from dvdgan.training.checkpoint import list_checkpoints, load_train_state
+
+TINY = [
+    "model.resolution=16", "model.frames=4", "model.g_ch=4", "model.g_multipliers=4,4,2", "model.d_ch=4",
+    "model.d_multipliers=2,4,4", "model.frames_per_spatial_d=2", "model.z_dim=8", "model.embed_dim=8",
+    "train.batch_size=4", "train.sample_every=0", "train.log_every=1", "train.ema_start=2", "train.ema_decay=0.9",
+    "data.shapes_train_size=64", "data.shapes_test_size=32",
+]
+
+
+def tiny_cfg(*extra: str):
+    return apply_overrides(get_preset("shapes"), TINY + list(extra))
+
+
+def weights(run: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(list_checkpoints(run / "checkpoints")[-1] / "model.safetensors"))
+
+
+def assert_same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+def test_resume_is_bit_identical(tmp_path):
+    cfg = tiny_cfg("train.checkpoint_every=100")
+    train(cfg, tmp_path / "straight", max_steps=4, progress=False)
+    train(cfg, tmp_path / "split", max_steps=2, progress=False)
+    train(cfg, tmp_path / "split", max_steps=4, resume=True, progress=False)
+    assert_same(weights(tmp_path / "straight"), weights(tmp_path / "split"))
+    a = load_train_state(list_checkpoints(tmp_path / "straight" / "checkpoints")[-1])
+    b = load_train_state(list_checkpoints(tmp_path / "split" / "checkpoints")[-1])
+    assert a["step"] == b["step"] == 4
+    assert torch.equal(a["opt_d"]["state"][0]["exp_avg"], b["opt_d"]["state"][0]["exp_avg"])
+
+
+def test_fast_and_reference_formulations_train_identically(tmp_path):
+    train(tiny_cfg("train.checkpoint_every=100"), tmp_path / "fast", max_steps=2, progress=False)
+    train(tiny_cfg("train.checkpoint_every=100", "model.impl=reference"), tmp_path / "ref", max_steps=2,
+          progress=False)
+    a, b = weights(tmp_path / "fast"), weights(tmp_path / "ref")
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5, msg=k)
+
+
+def test_nonfinite_loss_stops_and_keeps_last_checkpoint(tmp_path, monkeypatch, capsys):
+    cfg = tiny_cfg("train.checkpoint_every=1")
+    trainer = Trainer(cfg, tmp_path, progress=False)
+    trainer.train(max_steps=1)
+    good = weights(tmp_path)
+    import dvdgan.training.trainer as tr
+
+    monkeypatch.setattr(tr, "dual_d_loss", lambda r, f: (torch.tensor(float("nan")), {}))
+    with pytest.raises(tr.TrainingDiverged, match="non-finite discriminator loss .* last good checkpoint"):
+        trainer.train(max_steps=3)
+    assert [p.name for p in list_checkpoints(tmp_path / "checkpoints")] == ["step_00000001"]
+    assert_same(good, weights(tmp_path))
+    trainer.close()
+
+
+def test_nonfinite_loss_can_skip(tmp_path, monkeypatch):
+    import dvdgan.training.trainer as tr
+
+    real = tr.dual_g_loss
+    calls = {"n": 0}
+
+    def flaky(scores):
+        calls["n"] += 1
+        loss, parts = real(scores)
+        return (loss * float("inf"), parts) if calls["n"] == 1 else (loss, parts)
+
+    monkeypatch.setattr(tr, "dual_g_loss", flaky)
+    trainer = Trainer(tiny_cfg("train.nonfinite=skip", "train.checkpoint_every=100"), tmp_path, progress=False)
+    trainer.train(max_steps=2)
+    assert trainer.skipped_steps == 1
+    assert all(torch.isfinite(p).all() for p in trainer.G.parameters())
+    trainer.close()
+
+
+def _cli_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1] / "src")
+    return env
+
+
+@pytest.mark.slow
+def test_sigkill_never_leaves_a_broken_checkpoint_and_resume_matches(tmp_path):
+    args = ["--preset", "shapes", *TINY, "train.checkpoint_every=1", "train.keep_checkpoints=2"]
+    straight = tmp_path / "straight"
+    assert main(["train", *args, "--out", str(straight), "--max-steps", "8", "--no-progress"]) == 0
+    killed = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "dvdgan", "train", *args, "--out", str(killed), "--max-steps", "8", "--no-progress"]
+    proc = subprocess.Popen(cmd, env=_cli_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list_checkpoints(killed / "checkpoints")) < 2:
+        time.sleep(0.05)
+    time.sleep(0.3)  # land the kill somewhere inside a step or a checkpoint write
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    for ck in list_checkpoints(killed / "checkpoints"):  # every complete checkpoint loads
+        load_file(str(ck / "model.safetensors"))
+        load_train_state(ck)
+    assert main(["train", *args, "--out", str(killed), "--max-steps", "8", "--resume", "--no-progress"]) == 0
+    assert_same(weights(straight), weights(killed))
+
+
+def test_run_dir_contents(tmp_path):
+    out = tmp_path / "run"
+    assert main(["train", "--preset", "shapes", *TINY, "train.sample_every=1", "--out", str(out),
+                 "--max-steps", "2", "--no-progress"]) == 0
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["model"]["resolution"] == 16 and cfg["train"]["max_steps"] == 2
+    assert (out / "samples" / "step_00000002.gif").exists()
+    assert list((out / "tensorboard").glob("events.out.tfevents.*"))
+    ck = list_checkpoints(out / "checkpoints")[-1]
+    keys = load_file(str(ck / "model.safetensors")).keys()
+    assert any(k.startswith("generator_ema.") for k in keys) and any(k.startswith("discriminator.") for k in keys)
+    st = load_train_state(ck)
+    assert {"opt_g", "opt_d", "rng", "step"} <= st.keys()
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--preset", "nope"], "unknown preset"),
+        (["model.nonsense=3"], "unknown config key model.nonsense"),
+        (["model.g_ch=abc"], "model.g_ch expects int"),
+    ],
+)
+def test_bad_input_is_one_line_and_creates_nothing(tmp_path, capsys, argv, message):
+    out = tmp_path / "run"
+    assert main(["train", *argv, "--out", str(out), "--max-steps", "1", "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1
+    assert not out.exists()
+
+
+def test_unwritable_run_dir(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    assert main(["train", *TINY, "--out", str(blocker / "run"), "--max-steps", "1", "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "run directory" in err and len(err.splitlines()) == 1
