@@ -43,13 +43,19 @@ def find_bair_split(path: str | os.PathLike, split: str) -> list[Path]:
     if not root.exists():
         raise DataError(f"BAIR path {root} does not exist")
     split = canonical_split(split)
-    for base in (root, root / "softmotion30_44k", root / "bair_robot_pushing_dataset_v0" / "softmotion30_44k"):
+    for base in (
+        root,
+        root / "softmotion30_44k",
+        root / "bair_robot_pushing_dataset_v0" / "softmotion30_44k",
+    ):
         d = base / split
         if d.is_dir():
             files = [p for p in d.iterdir() if p.name.endswith((".tfrecords", ".tfrecord"))]
             if files:
                 return sorted(files, key=_file_sort_key)
-    raise DataError(f"no BAIR {split} TFRecords under {root} (expected softmotion30_44k/{split}/traj_*.tfrecords)")
+    raise DataError(
+        f"no BAIR {split} TFRecords under {root} (expected softmotion30_44k/{split}/traj_*.tfrecords)"
+    )
 
 
 def _file_sort_key(p: Path) -> tuple[int, str]:
@@ -140,7 +146,9 @@ class BairDataset(ClipDataset):
         if r >= len(offsets):
             raise BadVideo("bad_record", f"file holds {len(offsets)} readable records")
         try:
-            return decode_bair_frames(read_record(self.files[f], *offsets[r], verify=self.verify_crc), self.camera)
+            return decode_bair_frames(
+                read_record(self.files[f], *offsets[r], verify=self.verify_crc), self.camera
+            )
         except RecordError as e:
             raise BadVideo("bad_record", str(e)) from None
         except OSError as e:

@@ -234,5 +234,6 @@ class VideoFileDataset(ClipDataset):
     def __repr__(self) -> str:
         return (
             f"{type(self).__name__}({self.name}: {len(self)} videos, {self.num_classes} classes, "
-            f"{self.frames}x{self.resolution}x{self.resolution}, stride {self.frame_stride}, root={self.root})"
+            f"{self.frames}x{self.resolution}x{self.resolution}, stride {self.frame_stride}, "
+            f"root={self.root})"
         )

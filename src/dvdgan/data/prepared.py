@@ -127,8 +127,9 @@ class _Source:
         return h.hexdigest()
 
 
-def _list_source(dataset: str, src: str, split: str, *, ucf_split: int, kinetics_csv: str | None,
-                 bair_camera: str) -> _Source:
+def _list_source(
+    dataset: str, src: str, split: str, *, ucf_split: int, kinetics_csv: str | None, bair_camera: str
+) -> _Source:
     from dvdgan.data import readers
 
     if dataset == "bair":
@@ -211,12 +212,14 @@ def _write_video(job: _ShardJob, name: str, f) -> tuple[int, int, int]:
         nonlocal h, w
         x = resize_short_side(np.stack(chunk), job.resolution)
         if job.crop == "center":
-            x = crop_long_side(x, job.resolution, crop_offset(max(x.shape[1], x.shape[2]), job.resolution, None))
-        x = x.contiguous()
+            x = crop_long_side(
+                x, job.resolution, crop_offset(max(x.shape[1], x.shape[2]), job.resolution, None)
+            )
+        x = np.ascontiguousarray(x.numpy())
         if h and (h, w) != (x.shape[1], x.shape[2]):
             raise BadVideo("decode_error", "frame size changes mid-video")
         h, w = int(x.shape[1]), int(x.shape[2])
-        f.write(x.numpy().tobytes())
+        f.write(x.tobytes())
         chunk.clear()
 
     for i, frame in enumerate(_frames_of(job, name)):
@@ -250,7 +253,9 @@ def _run_shard(job: _ShardJob, tick: Callable[[int], object] | None = None) -> d
             try:
                 t, h, w = _write_video(job, name, f)
                 if t < max(job.min_frames, 1):
-                    raise BadVideo("too_short" if t else "decode_error", f"{t} frames < {max(job.min_frames, 1)}")
+                    raise BadVideo(
+                        "too_short" if t else "decode_error", f"{t} frames < {max(job.min_frames, 1)}"
+                    )
             except BadVideo as e:
                 f.seek(start)
                 f.truncate()
@@ -273,8 +278,15 @@ def _run_shard(job: _ShardJob, tick: Callable[[int], object] | None = None) -> d
         os.fsync(f.fileno())
     os.replace(tmp, final)
     _write_json(d / f"shard-{job.shard:05d}.json", {"videos": videos, "bad": bad})
-    return {"shard": job.shard, "videos": len(videos), "frames": frames_total, "bytes": nbytes, "bad": len(bad),
-            "bad_reasons": dict(Counter(b[1] for b in bad)), "items": len(job.names)}
+    return {
+        "shard": job.shard,
+        "videos": len(videos),
+        "frames": frames_total,
+        "bytes": nbytes,
+        "bad": len(bad),
+        "bad_reasons": dict(Counter(b[1] for b in bad)),
+        "items": len(job.names),
+    }
 
 
 # ----------------------------------------------------------------------------------------------
@@ -319,8 +331,14 @@ def prepare(
     if out_p.exists() and not out_p.is_dir():
         raise DataError(f"output path {out_p} is not a folder")
     out_p.mkdir(parents=True, exist_ok=True)
-    settings = {"dataset": dataset_name, "resolution": int(resolution), "crop": crop,
-                "frame_stride": int(frame_stride), "max_frames": max_frames, "min_frames": int(min_frames)}
+    settings = {
+        "dataset": dataset_name,
+        "resolution": int(resolution),
+        "crop": crop,
+        "frame_stride": int(frame_stride),
+        "max_frames": max_frames,
+        "min_frames": int(min_frames),
+    }
     if (out_p / META_NAME).exists():
         meta = read_meta(out_p)
         diff = [k for k, v in settings.items() if meta.get(k) != v]
@@ -330,8 +348,14 @@ def prepare(
                 "use another --out"
             )
     else:
-        meta = {"format": FORMAT, "version": VERSION, **settings, "resize": RESIZE_METHOD,
-                "source": str(src_p.resolve()), "splits": {}}
+        meta = {
+            "format": FORMAT,
+            "version": VERSION,
+            **settings,
+            "resize": RESIZE_METHOD,
+            "source": str(src_p.resolve()),
+            "splits": {},
+        }
     bad_log = str(out_p / "bad_videos.log")
     say = print if progress else (lambda *a, **k: None)
 
@@ -339,8 +363,14 @@ def prepare(
     sources: dict[str, _Source] = {}
     for sp in splits:
         try:
-            sources[sp] = _list_source(dataset_name, str(src_p), sp, ucf_split=ucf_split,
-                                       kinetics_csv=kinetics_csv, bair_camera=bair_camera)
+            sources[sp] = _list_source(
+                dataset_name,
+                str(src_p),
+                sp,
+                ucf_split=ucf_split,
+                kinetics_csv=kinetics_csv,
+                bair_camera=bair_camera,
+            )
         except DataError as e:
             if split != "all" or dataset_name != "kinetics600":
                 raise
@@ -350,7 +380,9 @@ def prepare(
 
     summary: dict[str, Any] = {}
     for sp, source in sources.items():
-        summary[sp] = _prepare_split(out_p, meta, sp, source, settings, shard_size, workers, bad_log, progress)
+        summary[sp] = _prepare_split(
+            out_p, meta, sp, source, settings, shard_size, workers, bad_log, progress
+        )
     s_all = {k: sum(v[k] for v in summary.values()) for k in ("videos", "frames", "bytes", "bad")}
     reasons = Counter()
     for v in summary.values():
@@ -360,13 +392,25 @@ def prepare(
         f"into {out_p} [" + ", ".join(f"{k}: {v['videos']}" for k, v in summary.items()) + "]"
     )
     if s_all["bad"]:
-        say(f"skipped {s_all['bad']} bad videos: "
-            + ", ".join(f"{r} {n}" for r, n in sorted(reasons.items())) + f" (see {bad_log})")
+        say(
+            f"skipped {s_all['bad']} bad videos: "
+            + ", ".join(f"{r} {n}" for r, n in sorted(reasons.items()))
+            + f" (see {bad_log})"
+        )
     return summary
 
 
-def _prepare_split(out_p: Path, meta: dict[str, Any], split: str, source: _Source, settings: dict[str, Any],
-                   shard_size: int, workers: int, bad_log: str, progress: bool) -> dict[str, Any]:
+def _prepare_split(
+    out_p: Path,
+    meta: dict[str, Any],
+    split: str,
+    source: _Source,
+    settings: dict[str, Any],
+    shard_size: int,
+    workers: int,
+    bad_log: str,
+    progress: bool,
+) -> dict[str, Any]:
     from tqdm import tqdm
 
     n = len(source.names)
@@ -380,8 +424,13 @@ def _prepare_split(out_p: Path, meta: dict[str, Any], split: str, source: _Sourc
             )
         shard_size = int(prev["shard_size"])
     num_shards = (n + shard_size - 1) // shard_size
-    meta["splits"][split] = {"num_items": n, "shard_size": shard_size, "num_shards": num_shards,
-                             "fingerprint": fp, "class_names": source.class_names}
+    meta["splits"][split] = {
+        "num_items": n,
+        "shard_size": shard_size,
+        "num_shards": num_shards,
+        "fingerprint": fp,
+        "class_names": source.class_names,
+    }
     _write_json(out_p / META_NAME, meta)
     d = out_p / split
     d.mkdir(exist_ok=True)
@@ -390,20 +439,38 @@ def _prepare_split(out_p: Path, meta: dict[str, Any], split: str, source: _Sourc
     done = manifest["completed"]
     todo = [k for k in range(num_shards) if f"{k:05d}" not in done]
     jobs = [
-        _ShardJob(str(d), k, source.kind, source.root, source.camera,
-                  source.names[k * shard_size : (k + 1) * shard_size],
-                  source.labels[k * shard_size : (k + 1) * shard_size],
-                  settings["resolution"], settings["crop"], settings["frame_stride"], settings["max_frames"],
-                  settings["min_frames"], bad_log)
+        _ShardJob(
+            str(d),
+            k,
+            source.kind,
+            source.root,
+            source.camera,
+            source.names[k * shard_size : (k + 1) * shard_size],
+            source.labels[k * shard_size : (k + 1) * shard_size],
+            settings["resolution"],
+            settings["crop"],
+            settings["frame_stride"],
+            settings["max_frames"],
+            settings["min_frames"],
+            bad_log,
+        )
         for k in todo
     ]
     items_done = sum(v["items"] for v in done.values())
-    bar = tqdm(total=n, initial=items_done, desc=f"prepare {split}", unit="video", disable=not progress,
-               file=sys.stderr, dynamic_ncols=True)
+    bar = tqdm(
+        total=n,
+        initial=items_done,
+        desc=f"prepare {split}",
+        unit="video",
+        disable=not progress,
+        file=sys.stderr,
+        dynamic_ncols=True,
+    )
 
     def finish(res: dict[str, Any]) -> None:
-        done[f"{res['shard']:05d}"] = {k: res[k] for k in ("videos", "frames", "bytes", "bad", "bad_reasons",
-                                                           "items")}
+        done[f"{res['shard']:05d}"] = {
+            k: res[k] for k in ("videos", "frames", "bytes", "bad", "bad_reasons", "items")
+        }
         _write_json(man_path, manifest)
 
     t0 = time.time()
@@ -423,8 +490,13 @@ def _prepare_split(out_p: Path, meta: dict[str, Any], split: str, source: _Sourc
     reasons: Counter[str] = Counter()
     for v in done.values():
         reasons.update(v["bad_reasons"])
-    return {**totals, "bad_reasons": dict(reasons), "shards": num_shards, "skipped_shards": num_shards - len(jobs),
-            "seconds": time.time() - t0}
+    return {
+        **totals,
+        "bad_reasons": dict(reasons),
+        "shards": num_shards,
+        "skipped_shards": num_shards - len(jobs),
+        "seconds": time.time() - t0,
+    }
 
 
 # ----------------------------------------------------------------------------------------------
@@ -463,14 +535,18 @@ class PreparedDataset(ClipDataset):
             )
         stored = int(meta["frame_stride"])
         if frame_stride % stored:
-            raise DataError(f"{root} keeps every {stored}th frame; data.frame_stride={frame_stride} is not a multiple")
+            raise DataError(
+                f"{root} keeps every {stored}th frame; data.frame_stride={frame_stride} is not a multiple"
+            )
         self.step = frame_stride // stored  # stride in stored frames
         sp = canonical_split(split)
         if sp not in meta["splits"] and "all" in meta["splits"]:
             sp = "all"  # a folder without split level: every split sees the same videos
         if sp not in meta["splits"]:
             have = ", ".join(sorted(meta["splits"])) or "none"
-            raise DataError(f"{root} has no prepared {split!r} split (it has: {have}); run dvdgan prepare --split {split}")
+            raise DataError(
+                f"{root} has no prepared {split!r} split (it has: {have}); run dvdgan prepare --split {split}"
+            )
         info = meta["splits"][sp]
         d = root / sp
         try:
@@ -479,7 +555,8 @@ class PreparedDataset(ClipDataset):
             done = {}
         if len(done) < info["num_shards"]:
             raise DataError(
-                f"{d} is incomplete ({len(done)} of {info['num_shards']} shards): re-run dvdgan prepare to finish it"
+                f"{d} is incomplete ({len(done)} of {info['num_shards']} shards): "
+                "re-run dvdgan prepare to finish it"
             )
         self.root = str(root)
         self.split = sp
@@ -553,12 +630,14 @@ class PreparedDataset(ClipDataset):
             run = run[:, off : off + self.resolution]
         elif w > self.resolution:
             run = run[:, :, off : off + self.resolution]
-        return torch.from_numpy(np.ascontiguousarray(run))
+        return torch.from_numpy(np.array(run, order="C"))  # a copy: the memory map is read-only
 
     def __repr__(self) -> str:
-        return (f"PreparedDataset({self.meta['dataset']} {self.split}: {len(self)} videos, {self.num_classes} "
-                f"classes, {self.frames}x{self.resolution}x{self.resolution}, stride {self.frame_stride}, "
-                f"root={self.root})")
+        return (
+            f"PreparedDataset({self.meta['dataset']} {self.split}: {len(self)} videos, {self.num_classes} "
+            f"classes, {self.frames}x{self.resolution}x{self.resolution}, stride {self.frame_stride}, "
+            f"root={self.root})"
+        )
 
 
 __all__ = ["PreparedDataset", "prepare", "is_prepared_dir", "read_meta", "summarize_bad_log", "META_NAME"]

@@ -85,8 +85,15 @@ def open_file_list(
     for p in fl.missing:
         append_bad_log(bad_log, "missing", p, "listed but not found")
     return VideoFileDataset(
-        fl.root, fl.rel_paths, fl.labels, fl.class_names, frames=frames, resolution=resolution,
-        frame_stride=frame_stride, bad_log=bad_log, name=fl.name,
+        fl.root,
+        fl.rel_paths,
+        fl.labels,
+        fl.class_names,
+        frames=frames,
+        resolution=resolution,
+        frame_stride=frame_stride,
+        bad_log=bad_log,
+        name=fl.name,
     )
 
 
@@ -172,7 +179,7 @@ def list_ucf101(path: str | os.PathLike, split: str = "train", ucf_split: int = 
     by_lower = {c.lower(): i for i, c in enumerate(classes)}
 
     entries: list[str] = []
-    for kind in (["train", "test"] if split == "all" else [split]):
+    for kind in ["train", "test"] if split == "all" else [split]:
         f = lists / f"{kind}list0{ucf_split}.txt"
         if not f.is_file():
             raise DataError(f"UCF-101 split file {f} not found")
@@ -181,15 +188,18 @@ def list_ucf101(path: str | os.PathLike, split: str = "train", ucf_split: int = 
     vroot = _find_ucf_video_root(root)
     on_disk = _walk_videos(vroot)
     if not on_disk:
-        raise DataError(f"no UCF-101 videos under {vroot} (expected UCF-101/<Class>/v_*.avi or UCF101/v_*.avi)")
+        raise DataError(
+            f"no UCF-101 videos under {vroot} (expected UCF-101/<Class>/v_*.avi or UCF101/v_*.avi)"
+        )
     by_base = {os.path.basename(p).lower(): p for p in on_disk}
     nested = any(os.sep in p for p in on_disk)
     if nested:
-        present = {p.split(os.sep)[0].lower() for p in on_disk if os.sep in p}
+        present = {c.lower() for c in _class_dirs(vroot)}
         absent = [c for c in classes if c.lower() not in present]
         if absent:
             raise DataError(
-                f"UCF-101 class folder {absent[0]!r} missing under {vroot} ({len(absent)} of {len(classes)} missing)"
+                f"UCF-101 class folder {absent[0]!r} missing under {vroot} "
+                f"({len(absent)} of {len(classes)} missing)"
             )
 
     rel, labels, missing = [], [], []
@@ -208,7 +218,9 @@ def list_ucf101(path: str | os.PathLike, split: str = "train", ucf_split: int = 
         rel.append(p)
         labels.append(label)
     if not rel:
-        raise DataError(f"none of the {len(entries)} UCF-101 {split} videos of split {ucf_split} is under {vroot}")
+        raise DataError(
+            f"none of the {len(entries)} UCF-101 {split} videos of split {ucf_split} is under {vroot}"
+        )
     return FileList(str(vroot), rel, labels, classes, f"ucf101/{split}{ucf_split}", missing)
 
 
@@ -328,7 +340,9 @@ def list_kinetics(path: str | os.PathLike, split: str = "train", csv_path: str |
         wanted = [r for r in rows if r.split == split]
         if not wanted and rows:
             have = sorted({r.split or "?" for r in rows})
-            raise DataError(f"Kinetics CSV {csv_file} has no rows of split {split!r} (it has: {', '.join(have)})")
+            raise DataError(
+                f"Kinetics CSV {csv_file} has no rows of split {split!r} (it has: {', '.join(have)})"
+            )
         rows = wanted
     labelled = any(r.label for r in rows)
     if labelled:
@@ -407,7 +421,9 @@ def list_folder(path: str | os.PathLike, split: str = "train") -> FileList:
     if split_dirs:
         sp = canonical_split(split)
         if sp not in split_dirs:
-            raise DataError(f"{root} has split folders {', '.join(sorted(split_dirs))} but none for {split!r}")
+            raise DataError(
+                f"{root} has split folders {', '.join(sorted(split_dirs))} but none for {split!r}"
+            )
         vroot = split_dirs[sp]
         class_names = sorted({c for d in split_dirs.values() for c in _class_dirs(d)})
     else:

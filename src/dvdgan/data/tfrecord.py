@@ -72,7 +72,11 @@ def _shift_tables() -> np.ndarray:
 
 def crc32c(data: bytes | memoryview | np.ndarray) -> int:
     """CRC-32C (Castagnoli) of ``data``, as TFRecord uses it."""
-    buf = np.frombuffer(data, dtype=np.uint8) if not isinstance(data, np.ndarray) else data.view(np.uint8).ravel()
+    buf = (
+        np.frombuffer(data, dtype=np.uint8)
+        if not isinstance(data, np.ndarray)
+        else data.view(np.uint8).ravel()
+    )
     n = buf.size
     if n < 64 * _CHUNK:  # below ~64 KiB the plain loop is faster
         return _crc32c_bytes(buf.tobytes())

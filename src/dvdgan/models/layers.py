@@ -290,7 +290,8 @@ class GBlock(nn.Module):
                   sn_eps=sn_eps)
         self.upsample = upsample
         self.bn1 = ConditionalBatchNorm(in_ch, **bn)
-        self.conv1 = SNConv2d(in_ch, out_ch, 3, padding=1, sn_eps=sn_eps)
+        # no bias: it would be removed by the BN that follows
+        self.conv1 = SNConv2d(in_ch, out_ch, 3, padding=1, bias=False, sn_eps=sn_eps)
         self.bn2 = ConditionalBatchNorm(out_ch, **bn)
         self.conv2 = SNConv2d(out_ch, out_ch, 3, padding=1, sn_eps=sn_eps)
         self.shortcut = SNConv2d(in_ch, out_ch, 1, sn_eps=sn_eps) if (in_ch != out_ch or upsample) else None

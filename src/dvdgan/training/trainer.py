@@ -219,6 +219,9 @@ class Trainer:
         loader = torch.utils.data.DataLoader(
             ds, batch_sampler=sampler, num_workers=workers, pin_memory=self.device.type == "cuda",
             persistent_workers=workers > 0, prefetch_factor=4 if workers > 0 else None,
+            # its own generator: creating the iterator must not draw from the global RNG,
+            # whose state the checkpoint restores
+            generator=torch.Generator().manual_seed(t.seed + self.dist.rank),
         )
         return iter(loader)
 
