@@ -127,3 +127,16 @@ def test_bair_corrupt_record_skipped(tmp_path):
     assert torch.equal(ds[(1, 9)][0], v0)  # 1 is bad -> 2 is bad -> wraps to 0
     assert summarize_bad_log(log) == {"bad_record": 2}
     assert "crc32c" in log.read_text()
+
+
+def test_bair_prepare_round_trip(bair, tmp_path):
+    from dvdgan.data.prepared import PreparedDataset, prepare
+
+    summary = prepare("bair", bair, tmp_path / "p", 64, shard_size=3, progress=False)
+    assert summary["train"]["videos"] == 4 and summary["test"]["videos"] == 2
+    for split in ("train", "test"):
+        raw = BairDataset(bair, split, frames=16, resolution=64, frame_stride=1)
+        prep = PreparedDataset(tmp_path / "p", split, frames=16, resolution=64, frame_stride=1)
+        assert len(prep) == len(raw) and prep.class_names == ["robot_pushing"]
+        for i in range(len(raw)):
+            assert torch.equal(raw[(i, 4)][0], prep[(i, 4)][0]) and prep[i][1] == 0

@@ -313,3 +313,16 @@ def test_keys_determinism_and_workers(tmp_path, clip_bytes):
         batches[workers] = [(v.clone(), y.clone()) for v, y in dl]
     for (v0, y0), (v2, y2) in zip(batches[0], batches[2]):
         assert torch.equal(v0, v2) and torch.equal(y0, y2)
+
+
+def test_factory_dispatches_shapes():
+    pytest.importorskip("dvdgan.data.shapes")
+    ds = build_dataset(
+        DataConfig(dataset="shapes", shapes_train_size=10, shapes_test_size=4),
+        split="test",
+        frames=4,
+        resolution=16,
+    )
+    assert len(ds) == 4
+    v, y = ds[(1, 2)]
+    assert v.shape == (4, 16, 16, 3) and v.dtype == torch.uint8 and 0 <= y < ds.num_classes

@@ -306,8 +306,8 @@ def test_separable_attention_mixes_all_of_t_h_and_w():
     assert out.shape == (b, t, c, h, w)
     diff = (out - out2).abs().amax(dim=(0, 2))  # [T, H, W]
     # a position that differs from the perturbed one in ALL of t, h and w is reached
-    assert diff[t - 1, h - 1, w - 1] > 1e-6
-    assert (diff > 1e-7).all()
+    assert diff[t - 1, h - 1, w - 1] > 1e-4
+    assert (diff > 1e-4).all()
 
 
 def test_separable_attention_sizes():

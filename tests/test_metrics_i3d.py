@@ -72,23 +72,24 @@ def test_architecture_has_exactly_the_public_keys():
     assert ours600 == public_i3d_shapes(600)
 
 
-@pytest.mark.parametrize("suffix", [".pt", ".safetensors"])
-def test_load_strict_and_infers_classes(tmp_path, suffix):
-    sd = fake_state_dict(600, with_counters=suffix == ".pt")
-    path = tmp_path / f"i3d{suffix}"
-    if suffix == ".pt":
-        torch.save(sd, path)
-    else:
+@pytest.mark.parametrize("fmt", ["zip", "legacy", "safetensors"])
+def test_load_strict_and_infers_classes(tmp_path, fmt):
+    # "legacy": the pre-1.6 torch.save format of rgb_imagenet.pt, without BN batch counters
+    sd = fake_state_dict(600, with_counters=fmt == "zip")
+    path = tmp_path / ("i3d.safetensors" if fmt == "safetensors" else "i3d.pt")
+    if fmt == "safetensors":
         from safetensors.torch import save_file
 
         save_file(sd, str(path))
+    else:
+        torch.save(sd, path, _use_new_zipfile_serialization=fmt == "zip")
     model = load_i3d(str(path))
     assert model.num_classes == 600
     for k, v in model.state_dict().items():
         if k in sd:
             assert torch.equal(v, sd[k]), k
     # the same file also loads strictly into a plain InceptionI3d
-    InceptionI3d(600).load_state_dict(sd, strict=suffix == ".pt")
+    InceptionI3d(600).load_state_dict(sd, strict=fmt == "zip")
 
 
 def test_missing_unexpected_and_misshapen_keys_are_named(tmp_path):

@@ -32,11 +32,12 @@ from pathlib import Path
 from typing import Any
 
 from dvdgan.data.base import ClipDataset, summarize_bad_log
+from dvdgan.data.sampler import ClipSampler
 from dvdgan.errors import DataError
 
 DATASETS = ("shapes", "ucf101", "kinetics600", "bair", "folder", "prepared")
 
-__all__ = ["build_dataset", "summarize_bad_log", "ClipDataset", "DATASETS"]
+__all__ = ["build_dataset", "summarize_bad_log", "ClipDataset", "ClipSampler", "DATASETS"]
 
 
 def build_dataset(

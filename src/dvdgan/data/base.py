@@ -172,8 +172,10 @@ class ClipDataset(torch.utils.data.Dataset):
                 continue
             return video, self._label(i)
         raise DataError(
-            f"no usable video: {attempts} consecutive items failed from index {index}"
-            f"{' (see ' + self.bad_log + ')' if self.bad_log else ''}; last: {last[:200]}"
+            f"no usable video: {attempts} items tried from index {index} all failed "
+            f"({len(self._bad)} of {n} known bad)"
+            + (f" (see {self.bad_log})" if self.bad_log else "")
+            + (f"; last: {last[:200]}" if last else "")
         )
 
     def _record_bad(self, index: int, reason: str, detail: str) -> None:

@@ -37,6 +37,7 @@ config points at a prepared folder of that dataset (auto-detected by ``dvdgan_pr
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import multiprocessing as mp
@@ -189,11 +190,11 @@ def _frames_of(job: _ShardJob, name: str):
     """Iterator of RGB uint8 [H, W, 3] frames of one source item."""
     if job.kind == "bair":
         from dvdgan.data.bair import decode_bair_frames
-        from dvdgan.data.tfrecord import RecordError, read_record, scan_records
+        from dvdgan.data.tfrecord import RecordError, read_record
 
         fname, rec = name.rsplit("#", 1)
         path = os.path.join(job.root, fname)
-        offsets = scan_records(path)
+        offsets = _scan_records_cached(path)
         if int(rec) >= len(offsets):
             raise BadVideo("bad_record", f"file holds {len(offsets)} readable records")
         try:
@@ -201,6 +202,13 @@ def _frames_of(job: _ShardJob, name: str):
         except RecordError as e:
             raise BadVideo("bad_record", str(e)) from None
     return iter_frames(os.path.join(job.root, name))
+
+
+@functools.lru_cache(maxsize=4)
+def _scan_records_cached(path: str) -> list[tuple[int, int]]:
+    from dvdgan.data.tfrecord import scan_records
+
+    return scan_records(path)
 
 
 def _write_video(job: _ShardJob, name: str, f) -> tuple[int, int, int]:
@@ -434,6 +442,8 @@ def _prepare_split(
     _write_json(out_p / META_NAME, meta)
     d = out_p / split
     d.mkdir(exist_ok=True)
+    for stale in d.glob(".shard-*.tmp*"):  # left by an interrupted run
+        stale.unlink(missing_ok=True)
     man_path = d / "manifest.json"
     manifest = json.loads(man_path.read_text()) if man_path.exists() else {"completed": {}}
     done = manifest["completed"]

@@ -3,7 +3,7 @@
 Every lister returns a :class:`FileList` (root, relative paths, 0-based labels, class names)
 from names alone: no file is opened at construction, so a 400k-clip Kinetics tree lists in
 seconds. :func:`open_file_list` wraps one in a :class:`~dvdgan.data.base.VideoFileDataset`.
-The on-disk variants accepted are those of ``docs``/DATASETS.md:
+The on-disk variants accepted are the published ones (the project notes' DATASETS.md):
 
 **UCF-101** (``path`` = the ``UCF-101`` folder, the flat ``UCF101`` mirror, or a folder holding
 either). Split files ``ucfTrainTestlist/{classInd,trainlist0N,testlist0N}.txt`` are looked for

@@ -51,10 +51,13 @@ import torch.nn.functional as F
 # start costs about as much as the seek's decoder flush and key-frame search.
 SEEK_MIN_FRAMES = 24
 
-VIDEO_EXTENSIONS = frozenset(
-    ".mp4 .m4v .avi .mkv .webm .mov .gif .mpg .mpeg .flv .wmv .ogv .ogg .3gp .ts .mts .m2ts .vob .asf .divx"
-    .split()
-)
+_EXTS = ".mp4 .m4v .avi .mkv .webm .mov .gif .mpg .mpeg .flv .wmv .ogv .ogg .3gp .ts .mts .m2ts .vob .asf"
+VIDEO_EXTENSIONS = frozenset(_EXTS.split())
+
+# FFmpeg threading for clip decoding. Loader workers already decode in parallel, and frame
+# threading delays the first frames of a short run, so clips use FFmpeg's default (slice
+# threads, where the stream has slices); whole-video decoding (prepare) uses "AUTO".
+CLIP_THREAD_TYPE = "SLICE"
 
 RESIZE_METHOD = "torch interpolate bilinear antialias=True (uint8, shortest side -> R)"
 
@@ -277,7 +280,7 @@ def _decode_run(container, stream, start: int, span: int, stride: int, seek: boo
     Returns None when a seek was tried and failed (the container is then spent; reopen and
     call again with ``seek=False``). Fewer frames than asked means the stream ended first.
     """
-    stream.thread_type = "AUTO"
+    stream.thread_type = CLIP_THREAD_TYPE
     end = start + span
     rate = _rate(stream)
     if not (seek and start >= SEEK_MIN_FRAMES and rate and stream.time_base):
