@@ -147,7 +147,10 @@ class TemporalDiscriminator(nn.Module):
             if isinstance(blk, DBlock) and blk.dims == 2 and h.dim() == 5:
                 h = h.transpose(1, 2).flatten(0, 1)  # fold time into batch for the 2-D blocks
             if isinstance(blk, SeparableAttention):
-                h = blk(h.transpose(1, 2)).transpose(1, 2) if h.dim() == 5 else blk(h.unflatten(0, (b, -1))).flatten(0, 1)
+                if h.dim() == 5:
+                    h = blk(h.transpose(1, 2)).transpose(1, 2)
+                else:
+                    h = blk(h.unflatten(0, (b, -1))).flatten(0, 1)
             else:
                 h = blk(h)
         if h.dim() == 5:

@@ -261,6 +261,12 @@ class Trainer:
         last = f"; the last good checkpoint is {ckpts[-1]}" if ckpts else "; no checkpoint was written yet"
         raise TrainingDiverged(f"non-finite {what} loss ({loss.item()}) at step {self.step}{last}")
 
+    def _no_sync(self, module: nn.Module, micro: int):
+        """DDP: all-reduce gradients only on the last accumulation micro-batch."""
+        if self.dist.enabled and micro < self.cfg.train.grad_accum - 1:
+            return getattr(module, "_orig_mod", module).no_sync()
+        return contextlib.nullcontext()
+
     def d_step(self, it: Iterator) -> dict[str, float]:
         t, fast = self.cfg.train, self.cfg.model.impl == "fast"
         power_iteration(self.D, self.cfg.model.sn_power_iterations)  # SN: one power iteration per update
@@ -278,8 +284,7 @@ class Trainer:
                         fake = self._generate(self.G, z, y_fake, real)
                 else:  # straightforward formulation: build G's graph, then detach
                     fake = self._generate(self.G_train, z, y_fake, real).detach()
-                sync = self.D_train.no_sync() if (self.dist.enabled and micro < t.grad_accum - 1) else contextlib.nullcontext()
-                with sync:
+                with self._no_sync(self.D_train, micro):
                     s, tt = self.D_train(torch.cat([real, fake.to(real.dtype)]), torch.cat([y_real, y_fake]))
                     loss, parts = dual_d_loss((s[:b], tt[:b]), (s[b:], tt[b:]))
                     if not self._check(loss, "discriminator"):
@@ -310,8 +315,7 @@ class Trainer:
                 z, y = self._sample_zy(b)
                 if self.cfg.model.context_frames:
                     y = torch.zeros_like(y)
-                sync = self.G_train.no_sync() if (self.dist.enabled and micro < t.grad_accum - 1) else contextlib.nullcontext()
-                with sync, self.autocast:
+                with self._no_sync(self.G_train, micro), self.autocast:
                     fake = self._generate(self.G_train, z, y, real)
                     loss, parts = dual_g_loss(d(fake, y))
                     if not self._check(loss, "generator"):
@@ -350,7 +354,8 @@ class Trainer:
                 ds = self.dataset
                 vids = [ds[i][0] for i in range(len(z))]
                 self.fixed_context = to_model_input(torch.stack(vids))[:, :c]
-            video = torch.cat([self.fixed_context.to(self.device), g(z, torch.zeros_like(y), self.fixed_context.to(self.device))], 1)
+            ctx = self.fixed_context.to(self.device)
+            video = torch.cat([ctx, g(z, torch.zeros_like(y), ctx)], 1)
         else:
             video = g(z, y)
         return to_uint8(video.cpu())
