@@ -114,6 +114,12 @@ class TrainConfig:
     compile: bool = False
     activation_checkpointing: bool = False
     device: str = "auto"
+    # How replicas get their data and random draws (docs/scaling.md). "independent" (B.1): each
+    # replica shuffles the whole training set with its own seed and draws its own z, y and D_S
+    # frames. "split" (for equivalence tests): one data stream and one RNG stream shared by all
+    # replicas; the global batch is drawn once and each replica takes its slice, so N processes
+    # compute what one process computes on the concatenated batch.
+    data_sharding: str = "independent"
 
 
 @dataclass
@@ -146,6 +152,7 @@ class Config:
         _choice("model.gru_initial_state", m.gru_initial_state, ("zeros", "learned"))
         _choice("train.ema_bn_stats", self.train.ema_bn_stats, ("copy", "standing"))
         _choice("train.nonfinite", self.train.nonfinite, ("stop", "skip"))
+        _choice("train.data_sharding", self.train.data_sharding, ("independent", "split"))
         _choice(
             "data.dataset", self.data.dataset, ("shapes", "ucf101", "kinetics600", "bair", "folder", "prepared")
         )

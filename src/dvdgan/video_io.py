@@ -92,3 +92,110 @@ def save_mp4(path: str | Path, video, fps: float = 8.0, scale: int = 1, crf: int
         for packet in stream.encode():
             container.mux(packet)
     os.replace(tmp, path)
+
+
+# --------------------------------------------------------------------------------------------
+# Layouts of the paper's figures and captions
+# --------------------------------------------------------------------------------------------
+
+
+def upscale(video, scale: int) -> np.ndarray:
+    """Nearest-neighbour upscaling of uint8 [..., H, W, 3] by an integer factor."""
+    v = _np(video)
+    if scale <= 1:
+        return v
+    return v.repeat(scale, axis=-3).repeat(scale, axis=-2)
+
+
+def make_row_grid(videos, rows: list[list[int]], pad: int = 1, pad_value: int = 0) -> np.ndarray:
+    """uint8 [N, T, H, W, 3] -> one video [T, H', W', 3] whose row r holds the videos ``rows[r]``
+    (indices into ``videos``) left to right; short rows are filled with ``pad_value``."""
+    v = _np(videos)
+    ncol = max(len(r) for r in rows)
+    cells = np.full((len(rows) * ncol,) + v.shape[1:], pad_value, np.uint8)
+    for r, idx in enumerate(rows):
+        for q, i in enumerate(idx):
+            cells[r * ncol + q] = v[i]
+    return make_grid(cells, nrow=ncol, pad=pad, pad_value=pad_value)
+
+
+def frames_image(video, ncol: int | None = None, pad: int = 1, pad_value: int = 0) -> np.ndarray:
+    """All frames of one video uint8 [T, H, W, 3] in raster-scan order -> one image (Figure 5).
+    Default columns: the divisor of T nearest above sqrt(T) (48 frames -> 8 x 6)."""
+    v = _np(video)
+    t = v.shape[0]
+    if ncol is None:
+        divisors = [d for d in range(int(np.ceil(np.sqrt(t))), t) if t % d == 0]
+        ncol = divisors[0] if divisors else int(np.ceil(np.sqrt(t)))
+    return make_grid(v[:, None], nrow=ncol, pad=pad, pad_value=pad_value)[0]
+
+
+def time_image(videos, pad: int = 1, pad_value: int = 0) -> np.ndarray:
+    """uint8 [K, T, H, W, 3] -> one image with time on the vertical axis: row t holds frame t of
+    the K videos, left to right (Figures 15 and 16)."""
+    v = _np(videos)
+    k, t = v.shape[:2]
+    cells = np.ascontiguousarray(v.swapaxes(0, 1)).reshape((t * k, 1) + v.shape[2:])
+    return make_grid(cells, nrow=k, pad=pad, pad_value=pad_value)[0]
+
+
+def _font():
+    from PIL import ImageFont
+
+    return ImageFont.load_default()
+
+
+def _text_size(draw, text: str, font) -> tuple[int, int]:
+    left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
+    return right - left, bottom - top
+
+
+def _render_strip(texts: list[str], spans: list[tuple[int, int]], height: int, width: int | None,
+                  vertical: bool, margin: int = 3) -> np.ndarray:
+    """A black strip with white ``texts``, each centred across its span (pixels along the strip)."""
+    from PIL import ImageDraw
+
+    font = _font()
+    probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    sizes = [_text_size(probe, t, font) for t in texts]
+    if vertical:  # labels for rows: a strip on the left, its length = image height
+        w = max((s[0] for s in sizes), default=0) + 2 * margin
+        img = Image.new("RGB", (w, height))
+    else:  # a caption across the top
+        h = max((s[1] for s in sizes), default=0) + 2 * margin + 2
+        img = Image.new("RGB", (width, h))
+    draw = ImageDraw.Draw(img)
+    for text, (a, b), (tw, th) in zip(texts, spans, sizes):
+        if vertical:
+            xy = (margin, a + max(0, (b - a - th) // 2))
+        else:
+            xy = (a + max(margin, (b - a - tw) // 2), margin)
+        left, top, _, _ = draw.textbbox((0, 0), text, font=font)
+        draw.text((xy[0] - left, xy[1] - top), text, fill=(255, 255, 255), font=font)
+    return np.asarray(img)
+
+
+def add_row_labels(video, labels: list[str], row_height: int, pad: int = 0) -> np.ndarray:
+    """Prepend a label strip (Pillow's default font) to the left of a grid video [T, H, W, 3] or
+    image [H, W, 3] whose rows are ``row_height`` pixels high after ``pad`` pixels of border."""
+    v = _np(video)
+    h = v.shape[-3]
+    spans = [(pad + i * row_height, pad + (i + 1) * row_height) for i in range(len(labels))]
+    strip = _render_strip(labels, spans, h, None, vertical=True)
+    strip = np.broadcast_to(strip, v.shape[:-3] + strip.shape)
+    return np.concatenate([strip, v], axis=-2)
+
+
+def add_caption(video, text: str) -> np.ndarray:
+    """Prepend a one-line caption strip above a video [T, H, W, 3] or image [H, W, 3]."""
+    from PIL import ImageDraw
+
+    v = _np(video)
+    need = _text_size(ImageDraw.Draw(Image.new("RGB", (1, 1))), text, _font())[0] + 6
+    if need > v.shape[-2]:  # widen (black on the right) so the caption is not cut off
+        widths = [(0, 0)] * (v.ndim - 2) + [(0, need - v.shape[-2]), (0, 0)]
+        v = np.pad(v, widths)
+    w = v.shape[-2]
+    strip = _render_strip([text], [(0, w)], 0, w, vertical=False)
+    strip = np.broadcast_to(strip, v.shape[:-3] + strip.shape)
+    return np.concatenate([strip, v], axis=-3)

@@ -121,10 +121,13 @@ def _per_timestep_batch_norm(
     bt, c, h, w = x.shape
     xv = x.reshape(bt // frames, frames * c, h, w)
     if cross_replica and training and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        # Cross-replica BN: statistics over the global batch (still per timestep).
+        # Cross-replica BN: statistics over the global batch (still per timestep). One all_reduce
+        # of [sum x, sum x^2, count] per layer (fp32, also under bf16 autocast); its backward is
+        # an all_reduce of the gradients of those sums, so autograd through it gives the gradient
+        # of BN over the concatenated batch (tests/test_distributed.py checks it).
+        xf = xv.float()
         n_local = torch.tensor([xv.shape[0] * h * w], device=x.device, dtype=torch.float32)
-        s = torch.cat([xv.sum(dim=(0, 2, 3)), (xv * xv).sum(dim=(0, 2, 3))]).float()
-        stats = torch.cat([s, n_local])
+        stats = torch.cat([xf.sum(dim=(0, 2, 3)), (xf * xf).sum(dim=(0, 2, 3)), n_local])
         stats = _AllReduceSum.apply(stats)
         n = stats[-1]
         mean = stats[: frames * c] / n

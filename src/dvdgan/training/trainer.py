@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import json
 import math
 import os
@@ -24,15 +25,26 @@ import numpy as np
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
+from torch.utils.checkpoint import checkpoint as torch_checkpoint
 
 from dvdgan.config import Config
 from dvdgan.data.transforms import to_model_input, to_uint8
 from dvdgan.errors import DvdganError
 from dvdgan.losses import dual_d_loss, dual_g_loss
 from dvdgan.models import DualDiscriminator, power_iteration
+from dvdgan.models.discriminators import sample_frame_indices
 from dvdgan.models.prediction import build_generator
 from dvdgan.training import checkpoint as ckpt_io
-from dvdgan.training.distributed import DistInfo, barrier, cleanup, init_distributed
+from dvdgan.training.distributed import (
+    DistInfo,
+    all_ranks,
+    any_rank,
+    barrier,
+    broadcast_object,
+    cleanup,
+    init_distributed,
+    mean_across_ranks,
+)
 from dvdgan.training.ema import ema_decay_at, update_ema
 
 
@@ -46,10 +58,17 @@ class KeySampler:
     B.1: every replica shuffles the whole training set independently (seeded by (seed, rank)),
     rather than taking a shard of it. The batch at position p is a pure function of
     (seed, rank, p), so a resumed run reads exactly the clips it would have read.
+
+    ``shard=(i, n)`` (train.data_sharding="split"): ``batch`` is the global batch of one stream
+    shared by n replicas and replica i gets its i-th slice of every batch.
     """
 
-    def __init__(self, n: int, batch: int, seed: int, rank: int, start_batch: int = 0):
+    def __init__(self, n: int, batch: int, seed: int, rank: int, start_batch: int = 0,
+                 shard: tuple[int, int] = (0, 1)):
         self.n, self.batch, self.seed, self.rank, self.start_batch = n, batch, seed, rank, start_batch
+        if batch % shard[1]:
+            raise ValueError(f"a batch of {batch} cannot be split {shard[1]} ways")
+        self.shard = shard
         self._perm_epoch, self._perm = -1, None
 
     def _key(self, position: int) -> tuple[int, int]:
@@ -62,9 +81,65 @@ class KeySampler:
 
     def __iter__(self) -> Iterator[list[tuple[int, int]]]:
         b = self.start_batch
+        index, count = self.shard
+        local = self.batch // count
         while True:
-            yield [self._key(b * self.batch + i) for i in range(self.batch)]
+            yield [self._key(b * self.batch + i) for i in range(index * local, (index + 1) * local)]
             b += 1
+
+
+# ----------------------------------------------------------------------------------------
+# activation checkpointing (train.activation_checkpointing, CUDA)
+# ----------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _keep_running_stats(module: nn.Module):
+    """Undo any update of BN running statistics made inside the block (the recomputation)."""
+    from dvdgan.models.layers import TimestepBatchNorm
+
+    saved = [(b, b.detach().clone()) for m in module.modules() if isinstance(m, TimestepBatchNorm)
+             for b in (m.running_mean, m.running_var)]
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for b, v in saved:
+                b.copy_(v)
+
+
+def _checkpointed(forward, module: nn.Module, *args, **kwargs):
+    if not torch.is_grad_enabled():
+        return forward(*args, **kwargs)
+    calls = [0]
+
+    def run(*a, **k):
+        calls[0] += 1
+        if calls[0] == 1:  # the forward pass: BN running statistics update once, here
+            return forward(*a, **k)
+        with _keep_running_stats(module):  # the recomputation in backward: statistics unchanged
+            return forward(*a, **k)
+
+    # No randomness inside generator groups or discriminator blocks: no RNG state to stash.
+    return torch_checkpoint(run, *args, use_reentrant=False, preserve_rng_state=False, **kwargs)
+
+
+def enable_activation_checkpointing(module: nn.Module) -> int:
+    """Recompute every generator group and every discriminator (or conditioning-stack) block in
+    backward instead of keeping its activations (``torch.utils.checkpoint``, non-reentrant, so it
+    composes with DDP). The recomputation runs the block's BN layers again in training mode: their
+    running statistics are restored afterwards, so they move once per forward, as without
+    checkpointing. Patches ``forward`` on the instances (parameter names, hence checkpoints, are
+    unchanged); returns the number of blocks wrapped."""
+    from dvdgan.models.generator import GeneratorGroup
+    from dvdgan.models.layers import DBlock
+
+    n = 0
+    for m in module.modules():
+        if isinstance(m, (GeneratorGroup, DBlock)) and "forward" not in vars(m):
+            m.forward = functools.partial(_checkpointed, m.forward, m)
+            n += 1
+    return n
 
 
 def resolve_device(name: str, dist_info: DistInfo) -> torch.device:
@@ -91,10 +166,6 @@ class Trainer:
                  dataset=None):
         self.out_dir = Path(out_dir)
         check_writable(self.out_dir)
-        ckpt = None
-        if resume:
-            ckpts = ckpt_io.list_checkpoints(self.out_dir / "checkpoints")
-            ckpt = ckpts[-1] if ckpts else None
         self.cfg = cfg.validate()
         t = cfg.train
         device_type = "cuda" if (t.device in ("auto", "cuda") and torch.cuda.is_available()) else "cpu"
@@ -102,6 +173,21 @@ class Trainer:
         self.device = resolve_device(t.device, self.dist)
         self.is_main = self.dist.is_main
         self.progress = progress and self.is_main
+        # train.data_sharding="split": one data stream and one RNG stream for all replicas, each
+        # taking its slice of every global draw (docs/scaling.md); "independent" (B.1) otherwise.
+        self.split = t.data_sharding == "split"
+        if self.split and cfg.model.temporal_downsample == "crop_half":
+            raise DvdganError('train.data_sharding="split" does not support model.temporal_downsample='
+                              '"crop_half" (its random crops are drawn inside D_T per replica)')
+        self._seed_rank = 0 if self.split else self.dist.rank
+        ckpt = None
+        if resume:  # rank 0 picks the checkpoint, so every rank resumes from the same one
+            ckpts = ckpt_io.list_checkpoints(self.out_dir / "checkpoints") if self.is_main else []
+            ckpt = broadcast_object(str(ckpts[-1]) if ckpts else None, self.dist)
+            ckpt = Path(ckpt) if ckpt is not None else None
+            if ckpt is not None and not ckpt.exists():
+                raise DvdganError(f"rank {self.dist.rank} cannot see checkpoint {ckpt}: with several nodes the "
+                                  "run directory must be on a shared file system")
         self._notices: list[str] = []
         if self.device.type != "cuda":
             for flag in ("bf16", "compile", "activation_checkpointing"):
@@ -118,8 +204,12 @@ class Trainer:
                                   f"{accum} accumulation steps")
             self.per_replica_batch = t.batch_size // (world * accum)
         self.effective_batch = self.per_replica_batch * world * accum
+        if self.effective_batch != t.batch_size:
+            self._notices.append(f"train.per_replica_batch={t.per_replica_batch} x {world} replicas x {accum} "
+                                 f"accumulation gives an effective batch of {self.effective_batch}, not "
+                                 f"train.batch_size={t.batch_size}")
 
-        torch.manual_seed(t.seed * 7919 + self.dist.rank)
+        torch.manual_seed(t.seed * 7919 + self._seed_rank)
         m = cfg.model
         self.G = build_generator(m).to(self.device)
         self.D = DualDiscriminator(m).to(self.device)
@@ -128,23 +218,37 @@ class Trainer:
         self.opt_d = torch.optim.Adam(self.D.parameters(), lr=t.lr_d, betas=tuple(t.adam_betas), eps=t.adam_eps)
         self.step = 0
         self.skipped_steps = 0
+        self._resumed_from: Path | None = None
+        self._saved_step = -1  # the step of the newest checkpoint this run wrote or loaded
 
         if ckpt is not None:
             self._load(ckpt)
 
-        # Wrappers used for the updates: DDP for the network being trained.
+        # Wrappers used for the updates: DDP for the network being trained. DDP broadcasts rank 0's
+        # parameters and buffers when it wraps a module; BN running statistics are not broadcast
+        # afterwards (with cross-replica BN they are the same on every rank anyway).
         self.G_train: nn.Module = self.G
         self.D_train: nn.Module = self.D
         if self.dist.enabled:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.G_train = DDP(self.G, device_ids=ids, broadcast_buffers=False)
             self.D_train = DDP(self.D, device_ids=ids, broadcast_buffers=False)
-        if t.compile and self.device.type == "cuda":
+            if ckpt is None:  # the EMA starts from rank 0's (now everyone's) initial G
+                self.G_ema.load_state_dict(self.G.state_dict())
+        cuda = self.device.type == "cuda"
+        if t.activation_checkpointing and cuda:  # after G_ema was copied: G_ema samples without it
+            enable_activation_checkpointing(self.G)
+            enable_activation_checkpointing(self.D)
+        # The networks as called without DDP: G in D updates, D in G updates.
+        self.G_plain: nn.Module = self.G
+        self.D_plain: nn.Module = self.D
+        if t.compile and cuda:
             self.G_train = torch.compile(self.G_train)
             self.D_train = torch.compile(self.D_train)
+            self.G_plain = torch.compile(self.G)
+            self.D_plain = torch.compile(self.D)
         self.autocast = (
-            torch.autocast("cuda", dtype=torch.bfloat16) if (t.bf16 and self.device.type == "cuda")
-            else contextlib.nullcontext()
+            torch.autocast("cuda", dtype=torch.bfloat16) if (t.bf16 and cuda) else contextlib.nullcontext()
         )
 
         self.dataset = dataset
@@ -176,8 +280,9 @@ class Trainer:
         if rng.get("world_size") == self.dist.world_size:
             torch.set_rng_state(rng["torch"][self.dist.rank] if isinstance(rng["torch"], list) else rng["torch"])
         else:  # different number of processes: a fresh, still deterministic, stream per rank
-            torch.manual_seed(self.cfg.train.seed * 7919 + self.dist.rank + 104729 * self.step)
+            torch.manual_seed(self.cfg.train.seed * 7919 + self._seed_rank + 104729 * self.step)
         self._resumed_from = ckpt
+        self._saved_step = self.step
 
     def _rng_state(self) -> dict:
         state = torch.get_rng_state()
@@ -195,7 +300,8 @@ class Trainer:
                   "skipped_steps": self.skipped_steps, "rng": rng}
             path = ckpt_io.save_checkpoint(self.out_dir / "checkpoints", self.step, self._modules(), st,
                                            self.cfg.to_dict(), keep=self.cfg.train.keep_checkpoints)
-        barrier(self.dist)
+        barrier(self.dist)  # no rank runs ahead (or exits) before the checkpoint is complete
+        self._saved_step = self.step
         return path
 
     # ------------------------------------------------------------------------------------
@@ -213,8 +319,14 @@ class Trainer:
         if cfg.model.context_frames == 0 and ds.num_classes > cfg.model.num_classes:
             raise DvdganError(f"the dataset has {ds.num_classes} classes but model.num_classes is "
                               f"{cfg.model.num_classes}")
-        batches_done = self.step * t.d_steps * t.grad_accum
-        sampler = KeySampler(len(ds), self.per_replica_batch, t.seed, self.dist.rank, start_batch=batches_done)
+        # batches drawn per step: d_steps D updates, and for prediction models the G update's context
+        batches_done = self.step * (t.d_steps + (1 if cfg.model.context_frames else 0)) * t.grad_accum
+        if self.split:  # one stream of global batches (rank 0's), each replica reading its slice
+            world = self.dist.world_size
+            sampler = KeySampler(len(ds), self.per_replica_batch * world, t.seed, 0, start_batch=batches_done,
+                                 shard=(self.dist.rank, world))
+        else:
+            sampler = KeySampler(len(ds), self.per_replica_batch, t.seed, self.dist.rank, start_batch=batches_done)
         workers = cfg.data.num_workers
         loader = torch.utils.data.DataLoader(
             ds, batch_sampler=sampler, num_workers=workers, pin_memory=self.device.type == "cuda",
@@ -239,9 +351,47 @@ class Trainer:
 
     def _sample_zy(self, b: int) -> tuple[torch.Tensor, torch.Tensor]:
         m = self.cfg.model
+        if self.split:  # draw for the global batch from the shared RNG, keep this replica's rows
+            world, rank = self.dist.world_size, self.dist.rank
+            z = torch.randn(b * world, m.z_dim)[rank * b:(rank + 1) * b]
+            y = torch.randint(m.num_classes, (b * world,))[rank * b:(rank + 1) * b]
+            return z.to(self.device), y.to(self.device)
         z = torch.randn(b, m.z_dim).to(self.device)
         y = torch.randint(m.num_classes, (b,)).to(self.device)
         return z, y
+
+    @contextlib.contextmanager
+    def _global_frame_draws(self, *segments: int):
+        """train.data_sharding="split" with several replicas: D_S draws the k frames of every
+        video of the global batch from the shared RNG, exactly as one process would on the
+        concatenated batch, and keeps this replica's rows. ``segments`` are the local sizes of
+        the consecutive parts of D's input (real, fake); globally each part is the concatenation
+        of the replicas' parts. (Patches ``sample_frames`` on the D_S instance for the call.)"""
+        if not (self.split and self.dist.enabled):
+            yield  # one replica: D's own draw is the global one
+            return
+        spatial, world, rank = self.D.spatial, self.dist.world_size, self.dist.rank
+        rows, offset = [], 0
+        for n in segments:
+            rows.append(torch.arange(offset + rank * n, offset + (rank + 1) * n))
+            offset += n * world
+        rows = torch.cat(rows)
+        cfg = spatial.cfg
+
+        def sample_frames(video: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+            b, t = video.shape[:2]
+            first = cfg.context_frames
+            idx = sample_frame_indices(offset, t - first, spatial.frames_per_spatial_d, first=first,
+                                       per_video=cfg.spatial_d_sampling == "per_video",
+                                       replacement=cfg.spatial_d_replacement, generator=generator)
+            idx = idx[rows].to(video.device)
+            return video[torch.arange(b, device=video.device)[:, None], idx]
+
+        spatial.sample_frames = sample_frames
+        try:
+            yield
+        finally:
+            del spatial.sample_frames
 
     def _generate(self, g: nn.Module, z, y, real: torch.Tensor | None) -> torch.Tensor:
         """Fake videos as D sees them: for prediction, context frames + generated frames (B.4)."""
@@ -252,7 +402,9 @@ class Trainer:
         return torch.cat([context, g(z, y, context)], 1)
 
     def _check(self, loss: torch.Tensor, what: str) -> bool:
-        if torch.isfinite(loss):
+        # Collective: if any replica's loss is not finite, every replica skips (or stops) together;
+        # a replica leaving out a backward that the others run would hang DDP's gradient all_reduce.
+        if all_ranks(bool(torch.isfinite(loss)), self.dist, self.device):
             return True
         if self.cfg.train.nonfinite == "skip":
             self.skipped_steps += 1
@@ -279,12 +431,13 @@ class Trainer:
             if self.cfg.model.context_frames:
                 y_fake = torch.zeros_like(y_fake)
             with self.autocast:
+                # G without DDP: no G gradients are reduced in a D update
                 if fast:  # no generator gradients are needed in a D update
                     with torch.no_grad():
-                        fake = self._generate(self.G, z, y_fake, real)
+                        fake = self._generate(self.G_plain, z, y_fake, real)
                 else:  # straightforward formulation: build G's graph, then detach
-                    fake = self._generate(self.G_train, z, y_fake, real).detach()
-                with self._no_sync(self.D_train, micro):
+                    fake = self._generate(self.G_plain, z, y_fake, real).detach()
+                with self._no_sync(self.D_train, micro), self._global_frame_draws(b, b):
                     s, tt = self.D_train(torch.cat([real, fake.to(real.dtype)]), torch.cat([y_real, y_fake]))
                     loss, parts = dual_d_loss((s[:b], tt[:b]), (s[b:], tt[b:]))
                     if not self._check(loss, "discriminator"):
@@ -302,9 +455,9 @@ class Trainer:
         t, fast = self.cfg.train, self.cfg.model.impl == "fast"
         power_iteration(self.G, self.cfg.model.sn_power_iterations)
         self.opt_g.zero_grad(set_to_none=True)
-        d = self.D
+        d = self.D_plain  # D without DDP: its gradients, if any, are discarded
         if fast:
-            d.requires_grad_(False)  # no D weight gradients in a G update
+            self.D.requires_grad_(False)  # no D weight gradients in a G update
         logs: dict[str, float] = {}
         try:
             for micro in range(t.grad_accum):
@@ -315,7 +468,7 @@ class Trainer:
                 z, y = self._sample_zy(b)
                 if self.cfg.model.context_frames:
                     y = torch.zeros_like(y)
-                with self._no_sync(self.G_train, micro), self.autocast:
+                with self._no_sync(self.G_train, micro), self.autocast, self._global_frame_draws(b):
                     fake = self._generate(self.G_train, z, y, real)
                     loss, parts = dual_g_loss(d(fake, y))
                     if not self._check(loss, "generator"):
@@ -326,7 +479,7 @@ class Trainer:
                     logs[k] = logs.get(k, 0.0) + float(v) / t.grad_accum
         finally:
             if fast:
-                d.requires_grad_(True)
+                self.D.requires_grad_(True)
         if not fast:
             self.opt_d.zero_grad(set_to_none=True)  # the straightforward way computed and discards them
         self.opt_g.step()
@@ -387,18 +540,20 @@ class Trainer:
             (self.out_dir / "config.json").write_text(cfg.to_json())
             for n in self._notices:
                 print(f"notice: {n}", file=sys.stderr)
-            if getattr(self, "_resumed_from", None) is not None:
+            if self._resumed_from is not None:
                 print(f"resuming from {self._resumed_from} (step {self.step})", file=sys.stderr)
             print(f"training {cfg.name} on {self.device} x{self.dist.world_size}: effective batch "
                   f"{self.effective_batch} = {self.per_replica_batch} per replica x {self.dist.world_size} "
                   f"replicas x {t.grad_accum} accumulation", file=sys.stderr)
+            self._write_run_info()
         it = self._build_data()
         from tqdm.auto import tqdm
 
         bar = tqdm(total=max_steps, initial=self.step, disable=not self.progress, desc="train", unit="step",
                    dynamic_ncols=True, mininterval=1.0)
         last: dict[str, float] = {}
-        stop = {"flag": False}
+        stop = {"flag": False}  # set by the signal handler, on this rank only
+        stopping = False  # decided by all ranks together, at the end of a step
 
         def _on_term(signum, frame):
             stop["flag"] = True
@@ -408,7 +563,7 @@ class Trainer:
         except ValueError:  # not the main thread
             old = None
         try:
-            while self.step < max_steps and not stop["flag"]:
+            while self.step < max_steps and not stopping:
                 t0 = time.perf_counter()
                 self.G.train()
                 self.D.train()
@@ -421,9 +576,12 @@ class Trainer:
                 update_ema(self.G_ema, self.G, ema_decay_at(self.step, t.ema_decay, t.ema_start))
                 logs["step_time"] = time.perf_counter() - t0
                 logs["lr_g"], logs["lr_d"] = self.opt_g.param_groups[0]["lr"], self.opt_d.param_groups[0]["lr"]
+                log_now = self.step % t.log_every == 0 or self.step == max_steps
+                if log_now:  # collective: rank 0 logs the means over all replicas
+                    logs = mean_across_ranks(logs, self.dist, self.device)
                 last = logs
                 bar.update(1)
-                if self.is_main and (self.step % t.log_every == 0 or self.step == max_steps):
+                if self.is_main and log_now:
                     w = self._writer()
                     for k, v in logs.items():
                         w.add_scalar(f"train/{k}", v, self.step)
@@ -435,18 +593,44 @@ class Trainer:
                     self._log_eval()
                 if t.checkpoint_every and self.step % t.checkpoint_every == 0:
                     self.save()
+                # A SIGTERM reaching some ranks only must still stop all of them after the same step.
+                stopping = any_rank(stop["flag"], self.dist, self.device)
         except KeyboardInterrupt:
-            stop["flag"] = True
+            if self.dist.enabled:  # the ranks may be anywhere: no collective checkpoint; resume from the last
+                raise
+            stopping = True
         finally:
             bar.close()
             if old is not None:
                 signal.signal(signal.SIGTERM, old)
-        last_saved = ckpt_io.list_checkpoints(self.out_dir / "checkpoints")
-        if not last_saved or not last_saved[-1].name.endswith(f"{self.step:08d}"):
+        if self._saved_step != self.step:
             self.save()  # at exit (also after SIGTERM / Ctrl-C)
         if self.is_main:
             self._finish()
         return last
+
+    def _write_run_info(self) -> None:
+        """RUN_DIR/run_info.json: how this launch resolved the batch; earlier launches under "history"."""
+        t = self.cfg.train
+        info = {
+            "world_size": self.dist.world_size, "backend": self.dist.backend or None, "device": str(self.device),
+            "per_replica_batch": self.per_replica_batch, "grad_accum": t.grad_accum,
+            "effective_batch": self.effective_batch, "data_sharding": t.data_sharding,
+            "cross_replica_bn": self.cfg.model.cross_replica_bn and self.dist.enabled,
+            "bf16": t.bf16 and self.device.type == "cuda", "compile": t.compile and self.device.type == "cuda",
+            "activation_checkpointing": t.activation_checkpointing and self.device.type == "cuda",
+            "start_step": self.step, "resumed_from": str(self._resumed_from) if self._resumed_from else None,
+            "torch": torch.__version__,
+        }
+        path = self.out_dir / "run_info.json"
+        history = []
+        if path.exists():
+            try:
+                prev = json.loads(path.read_text())
+                history = prev.pop("history", []) + [prev]
+            except (OSError, json.JSONDecodeError, AttributeError):
+                history = []
+        path.write_text(json.dumps({**info, "history": history}, indent=2))
 
     def _log_eval(self) -> None:
         metrics = self.evaluate()
