@@ -166,16 +166,15 @@ def test_slurm_variables_map_to_torchrun_ones(monkeypatch):
     from dvdgan.errors import DvdganError
     from dvdgan.training import distributed
 
+    monkeypatch.setattr(os, "environ", dict(os.environ))  # nothing set here leaks into the other tests
     for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "SLURM_JOB_NODELIST",
               "SLURM_NODELIST"):
-        monkeypatch.delenv(k, raising=False)
-    monkeypatch.setenv("SLURM_PROCID", "5")
-    monkeypatch.setenv("SLURM_NTASKS", "16")
-    monkeypatch.setenv("SLURM_LOCALID", "1")
+        os.environ.pop(k, None)
+    os.environ.update(SLURM_PROCID="5", SLURM_NTASKS="16", SLURM_LOCALID="1")
     with pytest.raises(DvdganError, match="MASTER_ADDR"):
         distributed._slurm_env()
     assert "RANK" not in os.environ
-    monkeypatch.setenv("MASTER_ADDR", "node017")
+    os.environ["MASTER_ADDR"] = "node017"
     distributed._slurm_env()
     assert [os.environ[k] for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")] == [
         "5", "16", "1", "node017", "29500"]
@@ -220,9 +219,12 @@ def test_cross_replica_bn_values_and_gradients_match_bn_on_the_concatenated_batc
         if cross:
             (full * wv).sum().backward()
             torch.testing.assert_close(got, full.detach(), **tol)
+            # fp32 summation order differs: absolute tolerance relative to the largest gradient entry (some
+            # gradients, e.g. of conv biases absorbed by the next BN, are exactly 0 up to that rounding)
+            scale = 5e-6 * max(p.grad.abs().max().item() for p in g.parameters())
             for k, p in g.named_parameters():
                 for r in ranks:
-                    torch.testing.assert_close(r["g_crossTrue"]["grads"][k], p.grad, **tol, msg=k)
+                    torch.testing.assert_close(r["g_crossTrue"]["grads"][k], p.grad, rtol=1e-4, atol=scale, msg=k)
             for k, buf in g.named_buffers():
                 for r in ranks:
                     torch.testing.assert_close(r["g_crossTrue"]["buffers"][k], buf, **tol, msg=k)

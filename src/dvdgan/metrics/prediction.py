@@ -241,8 +241,9 @@ def format_prediction_table(result: dict) -> str:
         lines.append(f"Frechet distance [context + frames] vs [context + ground truth]: model "
                      f"{result['model']['frechet']:.3f}, copy-last {result['copy_last']['frechet']:.3f}{floor}")
         if "accuracy" in result["model"]:
-            lines.append(f"class accuracy of the whole clip: model {result['model']['accuracy']:.3f}, copy-last "
-                         f"{result['copy_last']['accuracy']:.3f}, ground truth {result['ground_truth']['accuracy']:.3f}")
+            acc = {k: result[k]["accuracy"] for k in ("model", "copy_last", "ground_truth")}
+            lines.append(f"class accuracy of the whole clip: model {acc['model']:.3f}, copy-last "
+                         f"{acc['copy_last']:.3f}, ground truth {acc['ground_truth']:.3f}")
         lines.append(f"detector: {d['name']} [{d['embedding']}] ({d['identity']})")
     lines.append(f"n={result['n']} clips, {c} context -> {result['frames']} predicted frames at "
                  f"{result['resolution']}x{result['resolution']}, seed={result['seed']}; {result['dataset']}")

@@ -130,6 +130,28 @@ def broadcast_object(obj, info: DistInfo):
     return box[0]
 
 
+def broadcast_module(module: torch.nn.Module, info: DistInfo) -> None:
+    """Rank 0's parameters and buffers (e.g. spectral-norm vectors) on every rank."""
+    if info.enabled:
+        with torch.no_grad():
+            for t in (*module.parameters(), *module.buffers()):
+                dist.broadcast(t.data, src=0)
+
+
+def ddp_buffer_kwargs() -> dict:
+    """DDP arguments for "do not broadcast buffers before every forward": rank 0's buffers are
+    broadcast once (:func:`broadcast_module`); afterwards the buffers evolve identically on every
+    rank (spectral-norm vectors; cross-replica BN statistics) or are per-replica (BN statistics
+    without cross-replica BN; rank 0's are checkpointed). ``broadcast_buffers`` is deprecated
+    in newer torch in favour of ``forward_sync_buffers``."""
+    import inspect
+
+    from torch.nn.parallel import DistributedDataParallel
+
+    params = inspect.signature(DistributedDataParallel.__init__).parameters
+    return {"forward_sync_buffers": False} if "forward_sync_buffers" in params else {"broadcast_buffers": False}
+
+
 def cleanup(info: DistInfo) -> None:
     if info.enabled and dist.is_initialized():
         dist.destroy_process_group()

@@ -40,8 +40,10 @@ from dvdgan.training.distributed import (
     all_ranks,
     any_rank,
     barrier,
+    broadcast_module,
     broadcast_object,
     cleanup,
+    ddp_buffer_kwargs,
     init_distributed,
     mean_across_ranks,
 )
@@ -224,17 +226,17 @@ class Trainer:
         if ckpt is not None:
             self._load(ckpt)
 
-        # Wrappers used for the updates: DDP for the network being trained. DDP broadcasts rank 0's
-        # parameters and buffers when it wraps a module; BN running statistics are not broadcast
-        # afterwards (with cross-replica BN they are the same on every rank anyway).
+        # Wrappers used for the updates: DDP for the network being trained. Every rank starts from
+        # rank 0's weights and buffers (G, EMA G, D); buffers are not broadcast again before each
+        # forward (see ddp_buffer_kwargs).
         self.G_train: nn.Module = self.G
         self.D_train: nn.Module = self.D
         if self.dist.enabled:
+            for module in (self.G, self.G_ema, self.D):
+                broadcast_module(module, self.dist)
             ids = [self.device.index] if self.device.type == "cuda" else None
-            self.G_train = DDP(self.G, device_ids=ids, broadcast_buffers=False)
-            self.D_train = DDP(self.D, device_ids=ids, broadcast_buffers=False)
-            if ckpt is None:  # the EMA starts from rank 0's (now everyone's) initial G
-                self.G_ema.load_state_dict(self.G.state_dict())
+            self.G_train = DDP(self.G, device_ids=ids, **ddp_buffer_kwargs())
+            self.D_train = DDP(self.D, device_ids=ids, **ddp_buffer_kwargs())
         cuda = self.device.type == "cuda"
         if t.activation_checkpointing and cuda:  # after G_ema was copied: G_ema samples without it
             enable_activation_checkpointing(self.G)
