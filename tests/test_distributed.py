@@ -247,7 +247,11 @@ def _weights(run: Path) -> dict[str, torch.Tensor]:
 
 
 def test_two_processes_train_to_the_weights_of_one_process_on_the_global_batch(tmp_path):
-    overrides = ["train.data_sharding=split", "model.cross_replica_bn=true", "train.checkpoint_every=100"]
+    # Adam with beta1 = 0 makes every gradient entry a step of about lr, rounding noise included: the
+    # gradient of a conv bias that the next BN absorbs is exactly 0 up to rounding, which differs between
+    # the two runs. A larger eps (1e-4, far below the real gradients) keeps such entries at noise level.
+    overrides = ["train.data_sharding=split", "model.cross_replica_bn=true", "train.checkpoint_every=100",
+                 "train.adam_eps=1e-4"]
     steps = 3
     two, one = tmp_path / "two", tmp_path / "one"
     ctx = _launch("_train_task", str(two), overrides, steps)
@@ -324,7 +328,9 @@ def test_activation_checkpointing_keeps_outputs_gradients_and_bn_statistics(cont
     nets.append(tuple(type(m)(cfg) for m in nets[0]))
     for src, dst in zip(nets[0], nets[1]):
         dst.load_state_dict(src.state_dict())
-    assert enable_activation_checkpointing(nets[1][0]) >= 2 and enable_activation_checkpointing(nets[1][1]) >= 4
+    # G: 2 ConvGRUs + 4 GBlocks (+ 3 DBlocks of the conditioning stack); D: 3 DBlocks in D_S and in D_T
+    assert enable_activation_checkpointing(nets[1][0]) == (9 if context_frames else 6)
+    assert enable_activation_checkpointing(nets[1][1]) == 6
     z, y = torch.randn(3, cfg.z_dim), torch.zeros(3, dtype=torch.long)
     ctx = torch.randn(3, context_frames, 3, cfg.resolution, cfg.resolution) if context_frames else None
     results = []

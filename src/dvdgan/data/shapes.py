@@ -225,8 +225,8 @@ def _coverage(name: str, dx: np.ndarray, dy: np.ndarray, half: np.ndarray) -> np
     elif name == "triangle":
         # Upright equilateral triangle of side 2*half, centred on its bounding box.
         hh = half * (math.sqrt(3.0) / 2.0)  # half height
-        # Edges: base (y = +hh, normal (0, 1)); two slanted sides with outward normals
-        # (+-sin60... ) through the apex (0, -hh): n = (+-cos30, -sin30).
+        # Edges (y points down): the base y = +hh with outward normal (0, 1), and the two sides
+        # through the apex (0, -hh) with outward normals (+-cos30, -sin30).
         c30, s30 = math.sqrt(3.0) / 2.0, 0.5
         base = dy - hh
         right = c30 * dx - s30 * (dy + hh)
@@ -251,7 +251,7 @@ def motion_statistic(videos: torch.Tensor | np.ndarray, threshold: float = 0.2) 
 
     A static video gives 0 for the first three; MovingShapes clips give ~2-3 px/frame at 32x32.
     """
-    v = videos.numpy() if isinstance(videos, torch.Tensor) else np.asarray(videos)
+    v = videos.detach().cpu().numpy() if isinstance(videos, torch.Tensor) else np.asarray(videos)
     if v.dtype != np.uint8 or v.ndim != 5 or v.shape[-1] != 3:
         raise ValueError(f"expected uint8 videos [N, T, H, W, 3], got {v.dtype} {tuple(v.shape)}")
     n, t, h, w, _ = v.shape

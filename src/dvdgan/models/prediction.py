@@ -56,7 +56,7 @@ class ConditioningStack(nn.Module):
         states = []
         for tap, proj in zip(self.taps, self.projections):
             f = feats[tap]
-            stacked = f.view(b, c * f.shape[1], f.shape[2], f.shape[3])  # stack the C maps on channels
+            stacked = f.reshape(b, c * f.shape[1], f.shape[2], f.shape[3])  # stack the C maps on channels
             states.append(F.relu(proj(stacked)))
         return states
 

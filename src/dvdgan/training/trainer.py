@@ -127,18 +127,19 @@ def _checkpointed(forward, module: nn.Module, *args, **kwargs):
 
 
 def enable_activation_checkpointing(module: nn.Module) -> int:
-    """Recompute every generator group and every discriminator (or conditioning-stack) block in
-    backward instead of keeping its activations (``torch.utils.checkpoint``, non-reentrant, so it
-    composes with DDP). The recomputation runs the block's BN layers again in training mode: their
-    running statistics are restored afterwards, so they move once per forward, as without
-    checkpointing. Patches ``forward`` on the instances (parameter names, hence checkpoints, are
-    unchanged); returns the number of blocks wrapped."""
-    from dvdgan.models.generator import GeneratorGroup
-    from dvdgan.models.layers import DBlock
+    """Recompute, in backward, the activations of every ConvGRU and residual block of G (GBlock)
+    and of every residual block of D and of DVD-GAN-FP's conditioning stack (DBlock), instead of
+    keeping them (``torch.utils.checkpoint``, non-reentrant, so it composes with DDP). Blocks
+    rather than whole generator groups: the largest group of the 48-frame presets alone holds
+    several GB per video (docs/scaling.md). The recomputation runs the blocks' BN layers again in
+    training mode: their running statistics are restored afterwards, so they move once per
+    forward, as without checkpointing. Patches ``forward`` on the instances (parameter names,
+    hence checkpoints, are unchanged); returns the number of blocks wrapped."""
+    from dvdgan.models.layers import ConvGRU, DBlock, GBlock
 
     n = 0
     for m in module.modules():
-        if isinstance(m, (GeneratorGroup, DBlock)) and "forward" not in vars(m):
+        if isinstance(m, (ConvGRU, GBlock, DBlock)) and "forward" not in vars(m):
             m.forward = functools.partial(_checkpointed, m.forward, m)
             n += 1
     return n
@@ -235,8 +236,10 @@ class Trainer:
             for module in (self.G, self.G_ema, self.D):
                 broadcast_module(module, self.dist)
             ids = [self.device.index] if self.device.type == "cuda" else None
-            self.G_train = DDP(self.G, device_ids=ids, **ddp_buffer_kwargs())
-            self.D_train = DDP(self.D, device_ids=ids, **ddp_buffer_kwargs())
+            # gradient_as_bucket_view: the gradients live in DDP's all_reduce buckets (no second copy)
+            kw = dict(device_ids=ids, gradient_as_bucket_view=True, **ddp_buffer_kwargs())
+            self.G_train = DDP(self.G, **kw)
+            self.D_train = DDP(self.D, **kw)
         cuda = self.device.type == "cuda"
         if t.activation_checkpointing and cuda:  # after G_ema was copied: G_ema samples without it
             enable_activation_checkpointing(self.G)
