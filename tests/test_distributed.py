@@ -5,6 +5,7 @@ the environment variables torchrun sets (MASTER_ADDR, MASTER_PORT, RANK, WORLD_S
   without it, each replica's G output is G on its half alone;
 * 2 processes x batch 2 (train.data_sharding="split", cross-replica BN) train G, EMA G and D to the
   weights one process reaches with batch 4, and rank 0 logs the global mean losses;
+* a non-finite loss on one rank makes both ranks skip the update (no DDP hang);
 * a killed 2-process run resumes on 1 process with 2 accumulation steps (same effective batch);
 * activation checkpointing: same outputs, gradients and BN running statistics (CPU, called directly).
 """
@@ -157,6 +158,27 @@ def _train_task(rank: int, world: int, out: str, overrides: list[str], max_steps
     (Path(out) / f"logs_rank{rank}.json").write_text(json.dumps(logs))
 
 
+def _skip_task(rank: int, world: int, out: str) -> None:
+    import dvdgan.training.trainer as tr
+
+    real, calls = tr.dual_g_loss, [0]
+
+    def flaky(scores):  # rank 1's first G loss is infinite; rank 0's losses are all finite
+        calls[0] += 1
+        loss, parts = real(scores)
+        return (loss * float("inf"), parts) if rank == 1 and calls[0] == 1 else (loss, parts)
+
+    tr.dual_g_loss = flaky
+    trainer = Trainer(tiny_cfg("train.nonfinite=skip", "train.checkpoint_every=100"), out, progress=False)
+    try:
+        trainer.train(2)
+        result = {"skipped": trainer.skipped_steps, "step": trainer.step,
+                  "g": sum(float(p.double().sum()) for p in trainer.G.parameters())}
+    finally:
+        trainer.close()
+    (Path(out) / f"skip_rank{rank}.json").write_text(json.dumps(result))
+
+
 # --------------------------------------------------------------------------------------------
 # tests
 # --------------------------------------------------------------------------------------------
@@ -278,6 +300,12 @@ def test_two_processes_train_to_the_weights_of_one_process_on_the_global_batch(t
     assert logs_two[0] == logs_two[1]
     for k in ("d_loss", "d_loss_spatial", "d_loss_temporal", "g_loss", "d_spatial_real", "d_temporal_fake"):
         assert logs_two[0][k] == pytest.approx(logs_one[k], rel=1e-4, abs=1e-5), k
+
+
+def test_a_nonfinite_loss_on_one_rank_makes_every_rank_skip(tmp_path):
+    _join(_launch("_skip_task", str(tmp_path)))  # without the collective check: hang or gloo error
+    res = [json.loads((tmp_path / f"skip_rank{r}.json").read_text()) for r in range(WORLD)]
+    assert res[0] == res[1] and res[0]["skipped"] == 1 and res[0]["step"] == 2
 
 
 @pytest.mark.slow

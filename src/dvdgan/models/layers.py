@@ -137,7 +137,7 @@ def _per_timestep_batch_norm(
                 unbiased = var * n / (n - 1).clamp_min(1)
                 running_mean.lerp_(mean.detach().to(running_mean.dtype), momentum)
                 running_var.lerp_(unbiased.detach().to(running_var.dtype), momentum)
-        out = (xv - mean.view(1, -1, 1, 1).to(xv.dtype)) * torch.rsqrt(var.view(1, -1, 1, 1) + eps).to(xv.dtype)
+        out = ((xf - mean.view(1, -1, 1, 1)) * torch.rsqrt(var.view(1, -1, 1, 1) + eps)).to(xv.dtype)
     else:
         out = F.batch_norm(xv, running_mean, running_var, None, None, training, momentum, eps)
     return out.reshape(bt, c, h, w)

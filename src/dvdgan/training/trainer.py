@@ -122,7 +122,7 @@ def _checkpointed(forward, module: nn.Module, *args, **kwargs):
         with _keep_running_stats(module):  # the recomputation in backward: statistics unchanged
             return forward(*a, **k)
 
-    # No randomness inside generator groups or discriminator blocks: no RNG state to stash.
+    # No randomness inside ConvGRUs or residual blocks: no RNG state to stash.
     return torch_checkpoint(run, *args, use_reentrant=False, preserve_rng_state=False, **kwargs)
 
 
@@ -188,9 +188,9 @@ class Trainer:
             ckpts = ckpt_io.list_checkpoints(self.out_dir / "checkpoints") if self.is_main else []
             ckpt = broadcast_object(str(ckpts[-1]) if ckpts else None, self.dist)
             ckpt = Path(ckpt) if ckpt is not None else None
-            if ckpt is not None and not ckpt.exists():
-                raise DvdganError(f"rank {self.dist.rank} cannot see checkpoint {ckpt}: with several nodes the "
-                                  "run directory must be on a shared file system")
+            if not all_ranks(ckpt is None or ckpt.exists(), self.dist, self.device):  # all ranks stop together
+                raise DvdganError(f"some rank cannot see checkpoint {ckpt}: with several nodes the run directory "
+                                  "must be on a shared file system")
         self._notices: list[str] = []
         if self.device.type != "cuda":
             for flag in ("bf16", "compile", "activation_checkpointing"):
@@ -416,7 +416,8 @@ class Trainer:
             return False
         ckpts = ckpt_io.list_checkpoints(self.out_dir / "checkpoints")
         last = f"; the last good checkpoint is {ckpts[-1]}" if ckpts else "; no checkpoint was written yet"
-        raise TrainingDiverged(f"non-finite {what} loss ({loss.item()}) at step {self.step}{last}")
+        where = f"rank {self.dist.rank}: " if self.dist.enabled else ""  # (the non-finite one may be another rank's)
+        raise TrainingDiverged(f"non-finite {what} loss ({where}{loss.item()}) at step {self.step}{last}")
 
     def _no_sync(self, module: nn.Module, micro: int):
         """DDP: all-reduce gradients only on the last accumulation micro-batch."""
