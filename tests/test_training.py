@@ -120,17 +120,21 @@ def test_nonfinite_loss_can_skip(tmp_path, monkeypatch):
 def _cli_env() -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1] / "src")
+    env["OMP_NUM_THREADS"] = "1"  # bit-identical floats need the same thread count in every run
     return env
+
+
+def _train_cli(args: list[str]) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "dvdgan", "train", *args, "--no-progress"]
+    return subprocess.Popen(cmd, env=_cli_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
 @pytest.mark.slow
 def test_sigkill_never_leaves_a_broken_checkpoint_and_resume_matches(tmp_path):
-    args = ["--preset", "shapes", *TINY, "train.checkpoint_every=1", "train.keep_checkpoints=2"]
-    straight = tmp_path / "straight"
-    assert main(["train", *args, "--out", str(straight), "--max-steps", "8", "--no-progress"]) == 0
-    killed = tmp_path / "killed"
-    cmd = [sys.executable, "-m", "dvdgan", "train", *args, "--out", str(killed), "--max-steps", "8", "--no-progress"]
-    proc = subprocess.Popen(cmd, env=_cli_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    args = ["--preset", "shapes", *TINY, "train.checkpoint_every=1", "train.keep_checkpoints=2", "--max-steps", "8"]
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    assert _train_cli([*args, "--out", str(straight)]).wait() == 0
+    proc = _train_cli([*args, "--out", str(killed)])
     deadline = time.time() + 120
     while time.time() < deadline and len(list_checkpoints(killed / "checkpoints")) < 2:
         time.sleep(0.05)
@@ -140,7 +144,8 @@ def test_sigkill_never_leaves_a_broken_checkpoint_and_resume_matches(tmp_path):
     for ck in list_checkpoints(killed / "checkpoints"):  # every complete checkpoint loads
         load_file(str(ck / "model.safetensors"))
         load_train_state(ck)
-    assert main(["train", *args, "--out", str(killed), "--max-steps", "8", "--resume", "--no-progress"]) == 0
+    resumed = _train_cli([*args, "--out", str(killed), "--resume"])
+    assert resumed.wait() == 0, resumed.stderr.read().decode()
     assert_same(weights(straight), weights(killed))
 
 
