@@ -8,6 +8,8 @@ repeated T times, i.e. "nothing moves"):
 * ``mse`` / ``psnr`` per predicted frame index t = 1..T (frame C + t of the clip): pixel values
   scaled to [0, 1]; the MSE is averaged over videos, the PSNR (10 log10(1 / MSE), MSE floored at
   1e-10) is computed per video and frame, then averaged over videos;
+* ``beats_copy_last`` per predicted frame: the fraction of clips whose predicted frame has a
+  lower MSE than the baseline's (a paired comparison);
 * ``position_error`` per predicted frame (built-in MovingShapes only): distance in pixels between
   the foreground centroid of the prediction and of the ground truth. The foreground is measured
   against the ground-truth clip's background (its per-channel median, as in
@@ -46,6 +48,7 @@ __all__ = [
     "predict_continuations",
     "copy_last_baseline",
     "per_frame_errors",
+    "per_video_mse",
     "position_errors",
     "flat_prediction_metrics",
     "format_prediction_table",
@@ -97,12 +100,15 @@ def copy_last_baseline(context: torch.Tensor, frames: int) -> torch.Tensor:
     return context[:, -1:].expand(-1, frames, -1, -1, -1).contiguous()
 
 
+def per_video_mse(pred: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
+    """float64 [N, T]: MSE of each frame of each video (uint8 [N, T, H, W, 3]), pixels in [0, 1]."""
+    return ((pred.double() / 255.0 - truth.double() / 255.0) ** 2).mean(dim=(2, 3, 4))
+
+
 def per_frame_errors(pred: torch.Tensor, truth: torch.Tensor) -> dict[str, list[float]]:
     """MSE (videos averaged) and PSNR (per video, then averaged) for each frame of uint8
     [N, T, H, W, 3] predictions against the ground truth, pixel values in [0, 1]."""
-    p = pred.double() / 255.0
-    g = truth.double() / 255.0
-    mse = ((p - g) ** 2).mean(dim=(2, 3, 4))  # [N, T]
+    mse = per_video_mse(pred, truth)
     psnr = 10.0 * torch.log10(1.0 / mse.clamp_min(MSE_FLOOR))
     return {"mse": mse.mean(0).tolist(), "psnr": psnr.mean(0).tolist()}
 
@@ -171,6 +177,10 @@ def evaluate_prediction(generator: nn.Module, config: Config, dataset, *, n: int
         if shapes:
             errors["position_error"] = position_errors(video, truth, clips)
         result[name] = _summary(errors)
+    # paired: the fraction of clips whose predicted frame t is closer (MSE) to the truth than the baseline's
+    wins = (per_video_mse(pred, truth) < per_video_mse(baseline, truth)).double().mean(0)
+    result["model"]["beats_copy_last"] = wins.tolist()
+    result["model"]["beats_copy_last_mean"] = float(wins.mean())
     result["ground_truth"] = {}
 
     if detector is not None:
@@ -218,23 +228,33 @@ def format_prediction_table(result: dict) -> str:
     """A plain-text table: one row per predicted frame, the model beside the baseline."""
     c = result["context_frames"]
     keys = [k for k in ("mse", "psnr", "position_error") if k in result["model"]]
-    head = {"mse": "MSE", "psnr": "PSNR dB", "position_error": "pos err px"}
-    cols = ["frame"] + [f"{head[k]} {w}" for k in keys for w in ("model", "copy-last")]
+    head = {"mse": "MSE", "psnr": "PSNR", "position_error": "pos(px)"}
+    cols = ["frame"] + [f"{head[k]} {w}" for k in keys for w in ("model", "copy")]
     width = max(len(s) for s in cols) + 1
     lines = ["".join(f"{s:>{width}}" for s in cols)]
 
     def fmt(v: float) -> str:
         return f"{v:>{width}.5f}" if abs(v) < 1 else f"{v:>{width}.3f}"
 
+    wins = result["model"].get("beats_copy_last")
+    if wins is not None:
+        lines[0] += f"{'model wins':>{width}}"
     for i in range(result["frames"]):
         row = f"{f'{c + i + 1} (t+{i + 1})':>{width}}"
         for k in keys:
             row += fmt(result["model"][k][i]) + fmt(result["copy_last"][k][i])
+        if wins is not None:
+            row += f"{wins[i]:>{width}.1%}"
         lines.append(row)
     row = f"{'mean':>{width}}"
     for k in keys:
         row += fmt(result["model"][f"{k}_mean"]) + fmt(result["copy_last"][f"{k}_mean"])
+    if wins is not None:
+        row += f"{result['model']['beats_copy_last_mean']:>{width}.1%}"
     lines.append(row)
+    if wins is not None:
+        lines.append("copy = the copy-last-context-frame baseline; PSNR in dB; pos(px) = foreground centroid error; "
+                     "model wins = clips whose predicted frame has a lower MSE than the baseline's")
     if "detector" in result:
         d = result["detector"]
         floor = f" (real-vs-real floor {result['frechet_floor']:.3f})" if "frechet_floor" in result else ""

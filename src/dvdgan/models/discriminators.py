@@ -61,7 +61,7 @@ class SpatialDiscriminator(nn.Module):
         for i in range(n):
             down = i < n - 1
             blocks.append(DBlock(3 if i == 0 else widths[i - 1], widths[i], downsample=down,
-                                 preactivation=i > 0, sn_eps=cfg.sn_eps))
+                                 preactivation=i > 0, sn_eps=cfg.sn_eps, impl=cfg.impl))
             res = res // 2 if down else res
             if res in cfg.d_attention:
                 blocks.append(SeparableAttention(widths[i], cfg.sn_eps))
@@ -125,7 +125,8 @@ class TemporalDiscriminator(nn.Module):
             down = i < n - 1 and res > 1
             dims = 3 if i < cfg.temporal_d_3d_blocks else 2  # B.2: the first two blocks are 3-D
             blocks.append(DBlock(3 if i == 0 else widths[i - 1], widths[i], downsample=down, preactivation=i > 0,
-                                 dims=dims, downsample_time=cfg.temporal_d_downsample_time, sn_eps=cfg.sn_eps))
+                                 dims=dims, downsample_time=cfg.temporal_d_downsample_time, sn_eps=cfg.sn_eps,
+                                 impl=cfg.impl))
             res = res // 2 if down else res
             if res in cfg.d_attention:
                 blocks.append(SeparableAttention(widths[i], cfg.sn_eps))

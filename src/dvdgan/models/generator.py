@@ -23,7 +23,7 @@ class GeneratorGroup(nn.Module):
         super().__init__()
         cond = cfg.z_dim + cfg.embed_dim
         kw = dict(cond_dim=cond, frames=cfg.frames, bn_eps=cfg.bn_eps, bn_momentum=cfg.bn_momentum,
-                  cross_replica=cfg.cross_replica_bn, sn_eps=cfg.sn_eps)
+                  cross_replica=cfg.cross_replica_bn, sn_eps=cfg.sn_eps, impl=cfg.impl)
         self.resolution = resolution  # spatial size of the ConvGRU state (input resolution)
         self.gru = ConvGRU(in_ch, in_ch, cfg.gru_kernel, impl=cfg.impl, sn_eps=cfg.sn_eps)
         self.block1 = GBlock(in_ch, in_ch, upsample=False, **kw)  # B.2: "we skip upsampling in the first block"
@@ -36,10 +36,9 @@ class GeneratorGroup(nn.Module):
     def forward(self, x: torch.Tensor, cond: torch.Tensor, frames: int, h0: torch.Tensor | None) -> torch.Tensor:
         """x: [B, T, C, H, W] or [B, C, H, W] (same input at every frame) -> [B, T, C', 2H, 2W]."""
         b = cond.shape[0]
-        if h0 is None:
-            h0 = x.new_zeros(b, self.gru.hidden_channels, self.resolution, self.resolution)
-            if self.initial_state is not None:
-                h0 = h0 + self.initial_state
+        if h0 is None and self.initial_state is not None:
+            h0 = x.new_zeros(b, self.gru.hidden_channels, self.resolution, self.resolution) + self.initial_state
+        # h0 None: the ConvGRU starts from zeros (the fast path skips W_h * 0 at the first frame)
         h = self.gru(x, h0, frames).flatten(0, 1)  # B.2: time folded into batch for the blocks
         h = self.block2(self.block1(h, cond), cond)
         h = h.unflatten(0, (b, frames))
@@ -64,7 +63,7 @@ class Generator(nn.Module):
         )
         # Appendix D: final BN -> relu -> conv -> tanh (class-conditional like every BN in G).
         self.out_bn = ConditionalBatchNorm(widths[-1], cond, cfg.frames, cfg.bn_eps, cfg.bn_momentum,
-                                           cfg.cross_replica_bn, cfg.sn_eps)
+                                           cfg.cross_replica_bn, cfg.sn_eps, impl=cfg.impl)
         self.out_conv = SNConv2d(widths[-1], 3, 3, padding=1, sn_eps=cfg.sn_eps)
 
     @property

@@ -104,6 +104,39 @@ def power_iteration(module: nn.Module, n: int = 1) -> None:
 
 
 # --------------------------------------------------------------------------------------------
+# Exact fusions of a 3x3 convolution with nearest upsampling / average pooling (fast path)
+# --------------------------------------------------------------------------------------------
+
+
+def _box_filter(w: torch.Tensor, dims: tuple[int, ...]) -> torch.Tensor:
+    """Full convolution of every kernel in ``w`` with a box of ones of size 2 along ``dims``
+    (each of those kernel dimensions grows by one)."""
+    for d in dims:
+        zero = w.new_zeros(w.shape[:d] + (1,) + w.shape[d + 1:])
+        w = torch.cat([w, zero], d) + torch.cat([zero, w], d)
+    return w
+
+
+def upsample_conv3x3(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """``conv2d(interpolate(x, scale_factor=2, mode="nearest"), weight, bias, padding=1)`` as one
+    stride-2 transposed convolution with a 4x4 kernel (the flipped 3x3 kernel convolved with a
+    2x2 box): the same function, at 4/9 of the multiply-adds and without the upsampled tensor."""
+    k = _box_filter(weight.flip(2, 3), (2, 3)).transpose(0, 1)  # [Cin, Cout, 4, 4]
+    return F.conv_transpose2d(x, k, bias, stride=2, padding=1)
+
+
+def conv3x3_avg_pool(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                     pool: tuple[int, ...]) -> torch.Tensor:
+    """``avg_pool(conv(x, weight, bias, padding=1), pool)`` (2-D or 3-D, pool entries 1 or 2) as one
+    strided convolution whose kernel is the 3x3(x3) kernel convolved with the pooling box:
+    the same function (exact when every pooled size is even, or 2-D floor-mode pooling)."""
+    dims = tuple(2 + i for i, k in enumerate(pool) if k == 2)
+    k = _box_filter(weight, dims) / (2 ** len(dims))
+    conv = F.conv2d if weight.dim() == 4 else F.conv3d
+    return conv(x, k, bias, stride=pool, padding=1)
+
+
+# --------------------------------------------------------------------------------------------
 # Batch normalisation with statistics per timestep (B.2, appendix D)
 # --------------------------------------------------------------------------------------------
 
@@ -186,17 +219,25 @@ class ConditionalBatchNorm(TimestepBatchNorm):
     that are (spectrally normed) linear functions of the conditioning vector [z; e(y)] (B.2)."""
 
     def __init__(self, channels: int, cond_dim: int, frames: int, eps: float = 1e-4, momentum: float = 0.1,
-                 cross_replica: bool = False, sn_eps: float = 1e-6):
+                 cross_replica: bool = False, sn_eps: float = 1e-6, impl: str = "fast"):
         super().__init__(channels, frames, eps, momentum, cross_replica)
         del self.weight, self.bias
+        self.impl = impl
         self.gain = SNLinear(cond_dim, channels, sn_eps=sn_eps)
         self.bias = SNLinear(cond_dim, channels, sn_eps=sn_eps)
 
     def forward(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         # x: [B*T, C, H, W]; cond: [B, cond_dim], shared by all T frames of a video.
-        gain = (1 + self.gain(cond)).repeat_interleave(self.frames, 0)
-        bias = self.bias(cond).repeat_interleave(self.frames, 0)
-        return self.normalize(x) * gain[:, :, None, None] + bias[:, :, None, None]
+        if self.impl == "reference":
+            gain = (1 + self.gain(cond)).repeat_interleave(self.frames, 0)
+            bias = self.bias(cond).repeat_interleave(self.frames, 0)
+            return self.normalize(x) * gain[:, :, None, None] + bias[:, :, None, None]
+        # fast: the per-video gain and bias broadcast over [B, T, C, H, W]; one fused pass
+        bt, c, h, w = x.shape
+        b = cond.shape[0]
+        gain = (1 + self.gain(cond)).view(b, 1, c, 1, 1)
+        bias = self.bias(cond).view(b, 1, c, 1, 1)
+        return torch.addcmul(bias, self.normalize(x).view(b, bt // b, c, h, w), gain).view(bt, c, h, w)
 
 
 # --------------------------------------------------------------------------------------------
@@ -237,11 +278,13 @@ class ConvGRU(nn.Module):
         c = torch.relu(self.candidate(torch.cat([x, r * h], 1)))
         return u * h + (1 - u) * c
 
-    def forward(self, x: torch.Tensor, h0: torch.Tensor, frames: int) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, h0: torch.Tensor | None, frames: int) -> torch.Tensor:
         """x: [B, T, Cin, H, W], or [B, Cin, H, W] used as the input at every frame.
-        h0: [B, Chid, H, W]. Returns the hidden states [B, T, Chid, H, W]."""
+        h0: [B, Chid, H, W], or None for zeros. Returns the hidden states [B, T, Chid, H, W]."""
         shared = x.dim() == 4
         if self.impl == "reference":
+            if h0 is None:
+                h0 = x.new_zeros(x.shape[0], self.hidden_channels, *x.shape[-2:])
             h, out = h0, []
             for t in range(frames):
                 h = self.step(x if shared else x[:, t], h)
@@ -249,7 +292,7 @@ class ConvGRU(nn.Module):
             return torch.stack(out, 1)
         return self._fast(x, h0, frames, shared)
 
-    def _fast(self, x: torch.Tensor, h0: torch.Tensor, frames: int, shared: bool) -> torch.Tensor:
+    def _fast(self, x: torch.Tensor, h0: torch.Tensor | None, frames: int, shared: bool) -> torch.Tensor:
         ch = self.hidden_channels
         wr, wu, wc = self.reset_gate.sn_weight(), self.update_gate.sn_weight(), self.candidate.sn_weight()
         pad = self.candidate.padding
@@ -258,7 +301,7 @@ class ConvGRU(nn.Module):
         b_x = torch.cat([self.reset_gate.bias, self.update_gate.bias, self.candidate.bias])
         w_h_ru = torch.cat([wr[:, :ch], wu[:, :ch]], 0)
         w_h_c = wc[:, self.in_channels :]
-        b, _, hh, ww = h0.shape
+        b, hh, ww = x.shape[0], x.shape[-2], x.shape[-1]
         if shared:
             gx = F.conv2d(x, w_x, b_x, padding=pad)  # [B, 3Ch, H, W], the same for every t
             gxs = [gx] * frames
@@ -267,12 +310,14 @@ class ConvGRU(nn.Module):
             gxs = gx.unbind(1)
         h, out = h0, []
         for t in range(frames):
-            gx_r, gx_u, gx_c = gxs[t].split(ch, 1)
-            gh_r, gh_u = F.conv2d(h, w_h_ru, padding=pad).split(ch, 1)
-            r = torch.sigmoid(gx_r + gh_r)
-            u = torch.sigmoid(gx_u + gh_u)
-            c = torch.relu(gx_c + F.conv2d(r * h, w_h_c, padding=pad))
-            h = torch.lerp(c, h, u)  # u*h + (1-u)*c
+            gx_ru, gx_c = gxs[t].split([2 * ch, ch], 1)
+            if h is None:  # zero state: W_h * 0 = 0, so r does not matter and h_1 = (1 - u) c
+                u = torch.sigmoid(gx_ru[:, ch:])
+                h = torch.relu(gx_c) * (1 - u)
+            else:
+                r, u = torch.sigmoid(F.conv2d(h, w_h_ru, padding=pad).add_(gx_ru)).split(ch, 1)
+                c = torch.relu(F.conv2d(r * h, w_h_c, padding=pad).add_(gx_c))
+                h = torch.lerp(c, h, u)  # u*h + (1-u)*c
             out.append(h)
         return torch.stack(out, 1)
 
@@ -284,14 +329,18 @@ class ConvGRU(nn.Module):
 
 class GBlock(nn.Module):
     """BigGAN generator block applied per frame (time folded into batch, B.2):
-    CBN -> relu -> [upsample] -> conv3x3 -> CBN -> relu -> conv3x3, plus a 1x1 shortcut."""
+    CBN -> relu -> [upsample] -> conv3x3 -> CBN -> relu -> conv3x3, plus a 1x1 shortcut.
+
+    ``impl="fast"`` computes the same function with nearest upsampling followed by the 3x3 conv
+    as one transposed convolution (:func:`upsample_conv3x3`) and the 1x1 shortcut applied before
+    the upsampling (they commute); ``"reference"`` is the literal sequence."""
 
     def __init__(self, in_ch: int, out_ch: int, cond_dim: int, frames: int, upsample: bool, bn_eps: float = 1e-4,
-                 bn_momentum: float = 0.1, cross_replica: bool = False, sn_eps: float = 1e-6):
+                 bn_momentum: float = 0.1, cross_replica: bool = False, sn_eps: float = 1e-6, impl: str = "fast"):
         super().__init__()
         bn = dict(cond_dim=cond_dim, frames=frames, eps=bn_eps, momentum=bn_momentum, cross_replica=cross_replica,
-                  sn_eps=sn_eps)
-        self.upsample = upsample
+                  sn_eps=sn_eps, impl=impl)
+        self.upsample, self.impl = upsample, impl
         self.bn1 = ConditionalBatchNorm(in_ch, **bn)
         # no bias: it would be removed by the BN that follows
         self.conv1 = SNConv2d(in_ch, out_ch, 3, padding=1, bias=False, sn_eps=sn_eps)
@@ -300,6 +349,8 @@ class GBlock(nn.Module):
         self.shortcut = SNConv2d(in_ch, out_ch, 1, sn_eps=sn_eps) if (in_ch != out_ch or upsample) else None
 
     def forward(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        if self.impl != "reference":
+            return self._fast(x, cond)
         h = F.relu(self.bn1(x, cond))
         if self.upsample:
             h = F.interpolate(h, scale_factor=2, mode="nearest")
@@ -309,36 +360,73 @@ class GBlock(nn.Module):
             x = self.shortcut(x)
         return h + x
 
+    def _fast(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        h = F.relu(self.bn1(x, cond), inplace=True)
+        if self.upsample:
+            h = upsample_conv3x3(h, self.conv1.sn_weight(), self.conv1.bias)
+        else:
+            h = self.conv1(h)
+        h = self.conv2(F.relu(self.bn2(h, cond), inplace=True))
+        if self.shortcut is not None:
+            x = self.shortcut(x)
+        if self.upsample:
+            x = F.interpolate(x, scale_factor=2, mode="nearest")
+        return h.add_(x)
+
 
 class DBlock(nn.Module):
     """BigGAN discriminator block, 2-D or 3-D (3x3x3 convs; the first two blocks of D_T, B.2):
-    [relu] -> conv -> relu -> conv -> [avg-pool], plus a 1x1 shortcut."""
+    [relu] -> conv -> relu -> conv -> [avg-pool], plus a 1x1 shortcut.
+
+    ``impl="fast"`` computes the same function in channels-last layout, with the second conv and
+    the average pooling as one strided convolution (:func:`conv3x3_avg_pool`) and the 1x1
+    shortcut applied after the pooling (they commute); ``"reference"`` is the literal sequence."""
 
     def __init__(self, in_ch: int, out_ch: int, downsample: bool, preactivation: bool = True, dims: int = 2,
-                 downsample_time: bool = False, sn_eps: float = 1e-6):
+                 downsample_time: bool = False, sn_eps: float = 1e-6, impl: str = "fast"):
         super().__init__()
         conv = SNConv2d if dims == 2 else SNConv3d
-        self.dims, self.downsample, self.preactivation = dims, downsample, preactivation
+        self.dims, self.downsample, self.preactivation, self.impl = dims, downsample, preactivation, impl
         self.downsample_time = downsample_time
         self.conv1 = conv(in_ch, out_ch, 3, padding=1, sn_eps=sn_eps)
         self.conv2 = conv(out_ch, out_ch, 3, padding=1, sn_eps=sn_eps)
         self.shortcut = conv(in_ch, out_ch, 1, sn_eps=sn_eps) if (in_ch != out_ch or downsample) else None
+
+    def _pool_size(self, x: torch.Tensor) -> tuple[int, ...]:
+        if self.dims == 2:
+            return (2, 2)
+        return (2 if (self.downsample_time and x.shape[2] > 1) else 1, 2, 2)
 
     def _pool(self, x: torch.Tensor) -> torch.Tensor:
         if not self.downsample:
             return x
         if self.dims == 2:
             return F.avg_pool2d(x, 2)
-        kt = 2 if (self.downsample_time and x.shape[2] > 1) else 1
-        return F.avg_pool3d(x, (kt, 2, 2), ceil_mode=True)
+        return F.avg_pool3d(x, self._pool_size(x), ceil_mode=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.impl != "reference":
+            return self._fast(x)
         h = F.relu(x) if self.preactivation else x
         h = self._pool(self.conv2(F.relu(self.conv1(h))))
         if self.shortcut is not None:
             # BigGAN: conv before pooling for pre-activated blocks, after it for the first block.
             x = self._pool(self.shortcut(x)) if self.preactivation else self.shortcut(self._pool(x))
         return h + x
+
+    def _fast(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.contiguous(memory_format=torch.channels_last if self.dims == 2 else torch.channels_last_3d)
+        h = F.relu(x) if self.preactivation else x
+        h = F.relu(self.conv1(h), inplace=True)
+        pool = self._pool_size(h)
+        # ceil-mode 3-D pooling of an odd size averages a partial window: keep the literal order
+        if self.downsample and (self.dims == 2 or all(n % k == 0 for n, k in zip(h.shape[2:], pool))):
+            h = conv3x3_avg_pool(h, self.conv2.sn_weight(), self.conv2.bias, pool)
+        else:
+            h = self._pool(self.conv2(h))
+        if self.shortcut is not None:
+            x = self.shortcut(self._pool(x))  # 1x1 conv and average pooling commute
+        return h.add_(x)
 
 
 # --------------------------------------------------------------------------------------------
