@@ -762,7 +762,7 @@ def format_table(r: dict[str, Any]) -> str:
     """The human-readable summary of a :func:`run_bench` result (Markdown table)."""
     m = r["machine"]
     where = m.get("gpu") or m.get("cpu") or m["device"]
-    lines = [f"dvdgan bench on {m['device']} ({where}; {m['torch_threads']} torch threads, torch {m['torch']}); "
+    lines = [f"dvdgan bench on {m['device']} ({where}; torch threads: {m['torch_threads']}; torch {m['torch']}); "
              f"load average {r.get('loadavg_start')} -> {r.get('loadavg_end')}", "",
              "| measurement | optimised | straightforward / reference | ratio |", "|---|---|---|---|"]
     for key in ("step", "step64"):
@@ -783,9 +783,9 @@ def format_table(r: dict[str, Any]) -> str:
     s = r.get("sample")
     if s:
         est = " (estimated: " + s["method"] + ")" if s["estimated"] else ""
-        ms = ", ".join(f"{k} {v:.0f} ms" for k, v in s["ms"].items())
+        ms = ", ".join(f"{k} {_secs(v / 1e3)}" for k, v in s["ms"].items())
         lines.append(f"| EMA G sampling, {s['videos']} x {s['frames_target']}x{s['resolution']}x{s['resolution']} "
-                     f"at ch={s['g_ch']} | **{s['latency_ms']:.0f} ms**{est} | paper: < 150 ms on one TPU core | "
+                     f"at ch={s['g_ch']} | **{_secs(s['latency_ms'] / 1e3)}**{est} | paper: < 150 ms on one TPU core | "
                      f"measured at T={s['frames_measured']}: {ms} |")
     for key, d in (r.get("dual") or {}).items():
         t, f = d["time"], d["flops"]
