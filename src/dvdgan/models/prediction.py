@@ -26,7 +26,7 @@ class ConditioningStack(nn.Module):
         widths, n, c = _widths(cfg), len(cfg.d_multipliers), cfg.context_frames
         self.blocks = nn.ModuleList(
             DBlock(3 if i == 0 else widths[i - 1], widths[i], downsample=i < n - 1, preactivation=i > 0,
-                   sn_eps=cfg.sn_eps)
+                   sn_eps=cfg.sn_eps, impl=cfg.impl)
             for i in range(n)
         )  # B.4: a residual network identical to D_S
         out_res, res = [], cfg.resolution
