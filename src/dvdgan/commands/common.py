@@ -16,3 +16,16 @@ def add_config_arguments(p: argparse.ArgumentParser) -> None:
 
 def config_from_args(args: argparse.Namespace) -> Config:
     return load_config(args.preset, args.overrides, args.config)
+
+
+def data_overrides(cfg: Config, data: str | None, dataset: str | None) -> list[str]:
+    """Overrides for ``--data PATH`` / ``--dataset NAME``: a path given to the built-in preset
+    without a dataset kind means a folder of class sub-folders."""
+    out = []
+    if data is not None:
+        out.append(f"data.path={data}")
+        if dataset is None and cfg.data.dataset == "shapes":
+            out.append("data.dataset=folder")
+    if dataset is not None:
+        out.append(f"data.dataset={dataset}")
+    return out

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-from dvdgan.commands.common import add_config_arguments
+from dvdgan.commands.common import add_config_arguments, data_overrides
 from dvdgan.config import Config, apply_overrides, load_config
 from dvdgan.errors import DvdganError
 
@@ -43,14 +43,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def resolve_data_config(args: argparse.Namespace) -> Config:
     cfg = load_config(args.preset, [], args.config)
-    overrides = list(args.overrides)
-    if args.data is not None:
-        overrides.append(f"data.path={args.data}")
-        if args.dataset is None and cfg.data.dataset == "shapes":
-            overrides.append("data.dataset=folder")
-    if args.dataset is not None:
-        overrides.append(f"data.dataset={args.dataset}")
-    return apply_overrides(cfg, overrides)
+    return apply_overrides(cfg, list(args.overrides) + data_overrides(cfg, args.data, args.dataset))
 
 
 def run(args: argparse.Namespace) -> int:

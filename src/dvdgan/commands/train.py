@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from dvdgan.commands.common import add_config_arguments
+from dvdgan.commands.common import add_config_arguments, data_overrides
 from dvdgan.config import Config, apply_overrides, load_config
 from dvdgan.errors import DvdganError
 
@@ -35,12 +35,7 @@ def resolve_train_config(args: argparse.Namespace) -> Config:
 
 
 def _with_cli(cfg: Config, args: argparse.Namespace, overrides: list[str]) -> Config:
-    if args.data is not None:
-        overrides.append(f"data.path={args.data}")
-        if args.dataset is None and cfg.data.dataset == "shapes":
-            overrides.append("data.dataset=folder")
-    if args.dataset is not None:
-        overrides.append(f"data.dataset={args.dataset}")
+    overrides = overrides + data_overrides(cfg, args.data, args.dataset)
     if args.max_steps is not None:
         overrides.append(f"train.max_steps={args.max_steps}")
     return apply_overrides(cfg, overrides)
