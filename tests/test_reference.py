@@ -109,7 +109,7 @@ def test_wrong_labels_give_low_accuracy(classifier, clips):
 
 
 def test_classifier_uses_motion(classifier, clips):
-    """Frames shuffled in time, or frozen, keep the shape but destroy the sense of rotation.
+    """Frames shuffled in time, or frozen, keep the shape but destroy the direction of motion.
 
     (Frozen clips, with no motion at all, are far from anything seen in training, so only the
     shuffled ones are checked for the shape still being recognised.)
@@ -127,7 +127,7 @@ def test_classifier_uses_motion(classifier, clips):
         with torch.no_grad():
             pred = classifier(to_model_input(v)).argmax(1)
         if name == "shuffled":
-            assert (pred // 2 == labels // 2).float().mean() > 0.9
+            assert (pred // 2 == labels // 2).float().mean() > 0.75  # chance: 1/3
         else:
             assert r["motion"]["centroid_speed"] == 0.0
 
@@ -140,3 +140,39 @@ def test_evaluate_videos_checks_shapes(classifier, clips):
         evaluate_videos(videos, labels[:-1], classifier)
     with pytest.raises(ValueError):
         evaluate_videos(to_model_input(videos), labels, classifier)
+
+
+def test_training_augmentation_degrades_frames_but_keeps_motion():
+    """The classifier's training degradations (blur, contrast, per-frame noise) act within each
+    frame: the foreground centroid of every frame stays where it was, values stay in [-1, 1]."""
+    videos, _ = MovingShapes("train", FRAMES, RES, 64).batch(range(64))
+    x = to_model_input(videos)
+    y = reference._augment(x, torch.Generator().manual_seed(0))
+    assert y.shape == x.shape and y.min() >= -1 and y.max() <= 1
+    changed = (y - x).abs().flatten(1).amax(1) > 0
+    assert 0.25 < changed.float().mean() < 0.75  # about half of the batch is degraded
+
+    def centroid(v):  # [N, T, 3, H, W] -> [N, T, 2], weighted by the distance from the median
+        d = (v - v.flatten(1).median(1).values[:, None, None, None, None]).abs().amax(2)
+        d = torch.where(d > 0.3, d, torch.zeros_like(d))
+        grid = torch.arange(v.shape[-1], dtype=v.dtype)
+        m = d.sum((2, 3))
+        return torch.stack([(d.sum(2) * grid).sum(2) / m, (d.sum(3) * grid).sum(2) / m], -1)
+
+    cy, cx = centroid(y[changed]), centroid(x[changed])
+    err = (cy - cx).abs().flatten()  # px; the shape moves ~1 px per frame
+    assert err.mean() < 0.2 and err.quantile(0.95) < 0.6
+
+
+def test_classifier_is_robust_to_blur_and_noise(classifier, clips):
+    """Blurred, noisy clips of the right shape and motion are still recognised."""
+    videos, labels = clips
+    x = to_model_input(videos)
+    k = torch.tensor([0.25, 0.5, 0.25])
+    blurred = torch.nn.functional.conv2d(
+        torch.nn.functional.pad(x.flatten(0, 2)[:, None], (1, 1, 1, 1), mode="replicate"), (k[:, None] * k)[None, None]
+    ).view_as(x)
+    noisy = (blurred + 0.05 * torch.randn(x.shape, generator=torch.Generator().manual_seed(0))).clamp(-1, 1)
+    with torch.no_grad():
+        pred = classifier(noisy).argmax(1)
+    assert (pred == labels).float().mean() > 0.9

@@ -80,7 +80,7 @@ def noise_videos(n: int, t: int, h: int, seed: int = 0) -> torch.Tensor:
 
 
 def test_same_seed_same_pixels_and_legacy_generate_agrees(run_dir):
-    a = generate_from_checkpoint(run_dir, classes=[0, "triangle-clockwise"], n=4, truncation=0.8, seed=3)
+    a = generate_from_checkpoint(run_dir, classes=[0, "triangle-rightward"], n=4, truncation=0.8, seed=3)
     b = generate_from_checkpoint(run_dir, classes=[0, 2], n=4, truncation=0.8, seed=3, batch_size=4)
     assert a.dtype == torch.uint8 and a.shape == (4, T, R, R, 3)
     assert torch.equal(a, b)
@@ -116,9 +116,9 @@ def test_resampling_truncation_and_range_checks():
 
 
 def test_resolve_classes_by_id_and_name():
-    names = ["square-clockwise", "cooking scallops", "dribbling_basketball"]
+    names = ["square-rightward", "cooking scallops", "dribbling_basketball"]
     assert resolve_classes(["0", "Cooking_Scallops", 2], names, 3) == [0, 1, 2]
-    assert resolve_classes(["2,square-clockwise"], names, 3) == [2, 0]
+    assert resolve_classes(["2,square-rightward"], names, 3) == [2, 0]
     assert resolve_classes(["dribbling basketball"], names, 3) == [2]
     for bad in (["3"], ["-1"], ["juggling"], [7]):
         with pytest.raises(DvdganError):
@@ -127,14 +127,14 @@ def test_resolve_classes_by_id_and_name():
 
 def test_interpolations(run_dir):
     g, cfg = load_generator(run_dir)
-    lat = interpolate_latent(run_dir, "cross-clockwise", steps=5, truncation=0.9, seed=2)
+    lat = interpolate_latent(run_dir, "cross-rightward", steps=5, truncation=0.9, seed=2)
     assert lat.shape == (5, T, R, R, 3) and lat.dtype == torch.uint8
     z = sample_z(2, cfg.model.z_dim, 0.9, torch.Generator().manual_seed(2))
     ends, _ = generate(g, cfg, classes=[4], n=2, z=z)
     assert (lat[[0, -1]].int() - ends.int()).abs().max() <= 1
     assert not torch.equal(lat[0], lat[2])
 
-    cls = interpolate_class(run_dir, 0, "cross-counterclockwise", steps=4, truncation=0.7, seed=5)
+    cls = interpolate_class(run_dir, 0, "cross-leftward", steps=4, truncation=0.7, seed=5)
     assert cls.shape == (4, T, R, R, 3)
     z1 = sample_z(1, cfg.model.z_dim, 0.7, torch.Generator().manual_seed(5))
     ends, _ = generate(g, cfg, classes=[0, 5], n=2, z=z1.expand(2, -1))
@@ -160,7 +160,7 @@ def test_layouts():
 
 def test_write_samples_files(tmp_path):
     v, labels = noise_videos(6, 5, 8), torch.tensor([0, 1, 0, 1, 0, 1])
-    names = ["square-clockwise", "juggling balls"]
+    names = ["square-rightward", "juggling balls"]
     p = write_samples(v, labels, tmp_path / "a", names, fps=10, scale=2, each=True)
     n, size, durations = gif_info(p["grid_gif"])
     grid_w, grid_h = 2 * (3 * 9 + 1), 2 * (2 * 9 + 1)  # 2 rows (classes) x 3 columns, pad 1, x2
@@ -170,10 +170,10 @@ def test_write_samples_files(tmp_path):
     assert first.shape == (grid_h, size[0], 3)
     rows = torch.stack([v[[0, 2, 4]], v[[1, 3, 5]]]).flatten(0, 1)[:, :1]
     assert np.array_equal(first[:, -grid_w:], upscale(make_grid(rows, nrow=3), 2)[0])  # classes in rows
-    assert "square-clockwise" in p["frames"].name
+    assert "square-rightward" in p["frames"].name
     assert Image.open(p["frames"]).size[1] > 2 * (2 * 9 + 1)  # 5 frames as 3 x 2, plus a caption
     each = sorted((tmp_path / "a").glob("sample_*.mp4"))
-    assert [e.name for e in each][:2] == ["sample_00000_square-clockwise.mp4", "sample_00001_juggling_balls.mp4"]
+    assert [e.name for e in each][:2] == ["sample_00000_square-rightward.mp4", "sample_00001_juggling_balls.mp4"]
     assert len(each) == 6 and mp4_info(each[0]) == (5, 16, 16, 10.0)
 
     p = write_samples(v, None, tmp_path / "b", fps=5, by_class=False)  # no labels: a plain near-square grid
@@ -200,7 +200,7 @@ def test_write_interpolation_files(tmp_path):
 
 def test_cli_sample_end_to_end(run_dir, tmp_path, capsys):
     out = tmp_path / "s"
-    rc = main(["sample", "--checkpoint", str(run_dir), "--out", str(out), "--classes", "0", "triangle-clockwise",
+    rc = main(["sample", "--checkpoint", str(run_dir), "--out", str(out), "--classes", "0", "triangle-rightward",
                "--n", "4", "--each", "--scale", "2", "--fps", "10", "--seed", "7", "--no-progress"])
     assert rc == 0
     printed = capsys.readouterr().out
@@ -210,8 +210,8 @@ def test_cli_sample_end_to_end(run_dir, tmp_path, capsys):
     n, size, durations = gif_info(out / "grid.gif")
     assert sum(durations) == T * 100 and size[1] == 2 * (2 * (R + 1) + 1)  # identical frames may merge
     assert Image.open(out / "first_frames.png").size == size
-    assert (out / "frames_00000_square-clockwise.png").exists()
-    assert len(list(out.glob("sample_*_triangle-clockwise.mp4"))) == 2
+    assert (out / "frames_00000_square-rightward.png").exists()
+    assert len(list(out.glob("sample_*_triangle-rightward.mp4"))) == 2
     # the CLI's pixels are the API's
     api = generate_from_checkpoint(run_dir, classes=[0, 2], n=4, seed=7)
     first = np.asarray(Image.open(out / "first_frames.png"))
@@ -221,14 +221,14 @@ def test_cli_sample_end_to_end(run_dir, tmp_path, capsys):
     rc = main(["sample", "--checkpoint", str(run_dir), "--out", str(out), "--interpolate", "latent", "--classes",
                "5", "--steps", "3", "--truncation", "0.5", "--truncation-mode", "resample"])
     assert rc == 0
-    png = out / "interpolate_latent_cross-counterclockwise.png"
+    png = out / "interpolate_latent_cross-leftward.png"
     assert Image.open(png).size[1] > T * (R + 1)  # rows = frames (+ caption)
     assert mp4_info(png.with_suffix(".mp4"))[0] == T
 
     rc = main(["sample", "--checkpoint", str(run_dir), "--out", str(out), "--interpolate", "class", "--classes",
-               "square-clockwise,cross-clockwise", "--steps", "3", "--raw"])
+               "square-rightward,cross-rightward", "--steps", "3", "--raw"])
     assert rc == 0
-    assert (out / "interpolate_class_square-clockwise_to_cross-clockwise.gif").exists()
+    assert (out / "interpolate_class_square-rightward_to_cross-rightward.gif").exists()
 
 
 @pytest.fixture(scope="module")
@@ -255,7 +255,7 @@ def broken_checkpoints(run_dir, tmp_path_factory) -> dict[str, Path]:
     ("garbage", [], "corrupt"),
     ("fp", [], "dvdgan predict"),
     ("ok", ["--classes", "6"], "out of range"),
-    ("ok", ["--classes", "hexagon-clockwise"], "unknown class"),
+    ("ok", ["--classes", "hexagon-rightward"], "unknown class"),
     ("ok", ["--truncation", "1.5"], "[0, 1]"),
     ("ok", ["--truncation", "-0.1"], "[0, 1]"),
     ("ok", ["--interpolate", "class", "--classes", "0"], "two classes"),

@@ -7,8 +7,8 @@ interpolate in z and in the class embedding (E.2), and write grids people look a
     # videos: uint8 [8, T, H, W, 3]
 
     from dvdgan.sampling import generate_from_checkpoint, interpolate_class, write_samples
-    videos = generate_from_checkpoint("runs/shapes", classes=["square-clockwise"], n=4, truncation=0.6)
-    strip = interpolate_class("runs/shapes", "square-clockwise", "cross-clockwise", steps=8)  # [8, T, H, W, 3]
+    videos = generate_from_checkpoint("runs/shapes", classes=["square-rightward"], n=4, truncation=0.6)
+    strip = interpolate_class("runs/shapes", "square-rightward", "cross-rightward", steps=8)  # [8, T, H, W, 3]
 """
 
 from __future__ import annotations
@@ -140,7 +140,7 @@ def _norm_name(s: str) -> str:
 
 
 def resolve_classes(specs: Sequence[int | str], class_names: Sequence[str] | None, num_classes: int) -> list[int]:
-    """Class ids from ids or names (``"3"``, ``"square-clockwise"``, comma-separated lists too).
+    """Class ids from ids or names (``"3"``, ``"square-rightward"``, comma-separated lists too).
     Names match exactly, then ignoring case and ``-``/``_``/space differences."""
     names = list(class_names) if class_names is not None else [f"class{i}" for i in range(num_classes)]
     exact = {name: i for i, name in enumerate(names)}

@@ -1,9 +1,9 @@
 """``dvdgan sample``: videos, grids and interpolations from a checkpoint (4.1.1, appendix E).
 
     dvdgan sample --checkpoint runs/shapes --out samples                       # 16 videos, random classes
-    dvdgan sample --checkpoint runs/shapes --out s --classes square-clockwise 3 --n 16 --truncation 0.6
+    dvdgan sample --checkpoint runs/shapes --out s --classes square-rightward 3 --n 16 --truncation 0.6
     dvdgan sample --checkpoint runs/k600 --out s --n 1000 --each --batch-size 32  # every sample as MP4
-    dvdgan sample --checkpoint runs/shapes --out s --interpolate latent --classes cross-clockwise --steps 8
+    dvdgan sample --checkpoint runs/shapes --out s --interpolate latent --classes cross-rightward --steps 8
     dvdgan sample --checkpoint runs/shapes --out s --interpolate class --classes 0 5 --steps 8
 
 Writes grid.mp4 / grid.gif (rows = classes with --classes, else rows of samples in seed order),

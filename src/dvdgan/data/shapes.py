@@ -9,21 +9,21 @@ Classes
 -------
 Six classes = 3 shapes x 2 motions, named ``"<shape>-<motion>"``::
 
-    0 square-clockwise     1 square-counterclockwise
-    2 triangle-clockwise   3 triangle-counterclockwise
-    4 cross-clockwise      5 cross-counterclockwise
+    0 square-rightward     1 square-leftward
+    2 triangle-rightward   3 triangle-leftward
+    4 cross-rightward      5 cross-leftward
 
-Each clip shows one anti-aliased shape orbiting a centre point on a circle, clockwise or
-counter-clockwise *as seen on screen*. Every shape occurs in two classes and every motion in three,
-so neither cue alone gives the class away: a single frame (or the frames in shuffled order, or a
-frozen clip) tells the shape but not the sense of rotation, which is carried only by the temporal
-order of the frames. Colour, background shade, size, orbit centre, radius, starting angle and
-speed are drawn per clip independently of the class.
+Each clip shows one anti-aliased shape gliding across the frame, to the right or to the left *as
+seen on screen*, with a small vertical drift. Every shape occurs in two classes and every motion
+in three, so neither cue alone gives the class away: a single frame (or the frames in shuffled
+order, or a frozen clip) tells the shape but not the direction, which is carried only by the
+temporal order of the frames (a clip played backwards is a clip of the other class). Colour,
+background shade, size, start position, vertical drift and speed are drawn per clip
+independently of the class.
 
-Motion is smooth (constant angular speed, no bounces) and clearly visible: the shape travels
-about 2-3 px per frame at 32x32 (6.5-9.5 % of the frame width per frame at any resolution).
-Telling the sense of rotation needs at least 3 frames; with ``frames=2`` the dataset still works
-but the motion half of the class is not identifiable from the clip.
+Motion is smooth (constant velocity, no bounces) and clearly visible: over the clip the shape
+crosses 40-55 % of the frame width whatever the length T, about 2 px per frame at 32x32x8, and it
+never leaves the frame. Telling the direction needs at least 2 frames.
 
 Determinism
 -----------
@@ -48,13 +48,13 @@ from dvdgan.errors import ConfigError
 __all__ = ["MovingShapes", "SHAPES", "MOTIONS", "shapes_class_names", "motion_statistic"]
 
 SHAPES: tuple[str, ...] = ("square", "triangle", "cross")
-MOTIONS: tuple[str, ...] = ("clockwise", "counterclockwise")
+MOTIONS: tuple[str, ...] = ("rightward", "leftward")
 _SPLITS: dict[str, int] = {"train": 0, "test": 1}
 
 # Per-clip parameter ranges, as fractions of the frame width (so they scale with resolution).
-_SIZE = (0.28, 0.36)  # extent of the shape's bounding box: ~9-11.5 px at 32x32
-_RADIUS = (0.15, 0.21)  # orbit radius: ~5-7 px at 32x32
-_SPEED = (0.065, 0.095)  # distance travelled along the orbit per frame: ~2.1-3.0 px at 32x32
+_SIZE = (0.3, 0.38)  # extent of the shape's bounding box: ~9.6-12 px at 32x32
+_TRAVEL = (0.4, 0.55)  # horizontal distance covered over the whole clip: ~13-17.6 px at 32x32
+_DRIFT = (-0.1, 0.1)  # vertical distance covered over the whole clip
 _BACKGROUND = (0.0, 0.35)  # grey level of the background
 _FG_SATURATION = (0.55, 1.0)  # foreground colour: any hue, saturated and bright
 _FG_VALUE = (0.75, 1.0)
@@ -63,7 +63,7 @@ _SQUARE_SCALE = 0.9  # the square's side relative to the drawn extent (evens out
 
 
 def shapes_class_names() -> list[str]:
-    """The six class names, in label order: ``["square-clockwise", "square-counterclockwise", ...]``."""
+    """The six class names, in label order: ``["square-rightward", "square-leftward", ...]``."""
     return [f"{s}-{m}" for s in SHAPES for m in MOTIONS]
 
 
@@ -163,27 +163,26 @@ class MovingShapes(Dataset):
         label = idx % self.num_classes
         lerp = lambda k, lo_hi: lo_hi[0] + (lo_hi[1] - lo_hi[0]) * u[:, k]  # noqa: E731
         size = lerp(0, _SIZE) * res
-        radius = lerp(1, _RADIUS) * res
-        speed = lerp(2, _SPEED) * res
+        travel = lerp(1, _TRAVEL) * res
+        drift = lerp(2, _DRIFT) * res
         half = size / 2
-        # The orbit must keep the whole shape inside the frame.
-        lo, hi = half + radius, res - half - radius
-        cx = lo + (hi - lo) * u[:, 3]
-        cy = lo + (hi - lo) * u[:, 4]
-        theta0 = 2 * math.pi * u[:, 5]
+        # The whole path keeps the whole shape inside the frame.
+        x0 = half + (res - size - travel) * u[:, 3]
+        ymid = half + np.abs(drift) / 2 + (res - size - np.abs(drift)) * u[:, 4]  # centre of the path
+        steps = max(self.frames - 1, 1)
+        # Screen coordinates: x right, y down.
+        direction = np.where(label % len(MOTIONS) == 0, 1.0, -1.0)
+        start_x = np.where(direction > 0, x0, x0 + travel)
         background = lerp(6, _BACKGROUND)
         colour = _hsv_to_rgb(u[:, 7], lerp(8, _FG_SATURATION), lerp(9, _FG_VALUE))
-        # Screen coordinates: x right, y down, so increasing angle turns clockwise on screen.
-        direction = np.where(label % len(MOTIONS) == 0, 1.0, -1.0)
         return {
             "label": label,
             "shape": label // len(MOTIONS),
             "size": size,
-            "radius": radius,
-            "omega": direction * speed / radius,  # rad / frame
-            "cx": cx,
-            "cy": cy,
-            "theta0": theta0,
+            "x0": start_x,
+            "y0": ymid - drift / 2,
+            "vx": direction * travel / steps,  # px / frame
+            "vy": drift / steps,
             "background": background,
             "colour": colour,
         }
@@ -193,9 +192,8 @@ def _render(p: dict[str, np.ndarray], frames: int, res: int) -> np.ndarray:
     """Rasterise clips with analytic anti-aliasing: coverage = clip(0.5 - signed distance, 0, 1)."""
     n = p["label"].shape[0]
     t = np.arange(frames, dtype=np.float64)
-    theta = p["theta0"][:, None] + p["omega"][:, None] * t[None, :]  # [N, T]
-    px = (p["cx"][:, None] + p["radius"][:, None] * np.cos(theta)).astype(np.float32)
-    py = (p["cy"][:, None] + p["radius"][:, None] * np.sin(theta)).astype(np.float32)
+    px = (p["x0"][:, None] + p["vx"][:, None] * t[None, :]).astype(np.float32)  # [N, T]
+    py = (p["y0"][:, None] + p["vy"][:, None] * t[None, :]).astype(np.float32)
     grid = np.arange(res, dtype=np.float32) + 0.5  # pixel centres
     cover = np.empty((n, frames, res, res), dtype=np.float32)
     for s, name in enumerate(SHAPES):
@@ -249,7 +247,7 @@ def motion_statistic(videos: torch.Tensor | np.ndarray, threshold: float = 0.2) 
     * ``centroid_speed_rel``: ``centroid_speed`` divided by the frame width.
     * ``foreground_fraction``: mean foreground weight per pixel.
 
-    A static video gives 0 for the first three; MovingShapes clips give ~2-3 px/frame at 32x32.
+    A static video gives 0 for the first three; MovingShapes clips give ~2 px/frame at 32x32x8.
     """
     v = videos.detach().cpu().numpy() if isinstance(videos, torch.Tensor) else np.asarray(videos)
     if v.dtype != np.uint8 or v.ndim != 5 or v.shape[-1] != 3:

@@ -22,7 +22,7 @@ repeated T times, i.e. "nothing moves"):
   ``frechet_floor``, the distance between the real videos and a disjoint set of n real test
   clips (what a perfect predictor scores at this sample size); and ``accuracy`` when the
   detector's classes are the dataset's (reference classifier: does the whole video still show
-  the right shape and sense of rotation?).
+  the right shape and direction of motion?).
 
 A single continuation (one z per clip) is drawn; z ~ N(0, I) from ``seed``.
 
