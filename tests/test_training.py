@@ -41,8 +41,9 @@ def assert_same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
         assert torch.equal(a[k], b[k]), k
 
 
-def test_resume_is_bit_identical(tmp_path):
-    cfg = tiny_cfg("train.checkpoint_every=100")
+@pytest.mark.parametrize("ema_bn_stats", ["copy", "standing"])
+def test_resume_is_bit_identical(tmp_path, ema_bn_stats):
+    cfg = tiny_cfg("train.checkpoint_every=100", f"train.ema_bn_stats={ema_bn_stats}")
     train(cfg, tmp_path / "straight", max_steps=4, progress=False)
     train(cfg, tmp_path / "split", max_steps=2, progress=False)
     train(cfg, tmp_path / "split", max_steps=4, resume=True, progress=False)
@@ -51,6 +52,31 @@ def test_resume_is_bit_identical(tmp_path):
     b = load_train_state(list_checkpoints(tmp_path / "split" / "checkpoints")[-1])
     assert a["step"] == b["step"] == 4
     assert torch.equal(a["opt_d"]["state"][0]["exp_avg"], b["opt_d"]["state"][0]["exp_avg"])
+
+
+def test_standing_statistics_are_the_mean_of_batch_statistics():
+    from dvdgan.models.layers import TimestepBatchNorm
+    from dvdgan.training.ema import standing_bn_stats
+
+    bn = TimestepBatchNorm(3, frames=2, momentum=0.1)
+    net = torch.nn.Sequential(bn).eval()
+    batches = [torch.randn(4 * 2, 3, 5, 5) * (i + 1) + i for i in range(3)]  # [B*T, C, H, W]
+    standing_bn_stats(net, lambda i: (batches[i],), 3)
+    per_t = [x.view(4, 2 * 3, 5, 5) for x in batches]  # every (timestep, channel) is a BN channel
+    mean = torch.stack([x.mean((0, 2, 3)) for x in per_t]).mean(0)
+    var = torch.stack([x.var((0, 2, 3), unbiased=True) for x in per_t]).mean(0)
+    assert torch.allclose(bn.running_mean, mean, atol=1e-5) and torch.allclose(bn.running_var, var, atol=1e-4)
+    assert not net.training and bn.momentum == 0.1  # mode and momentum restored
+
+
+def test_standing_statistics_are_saved_for_the_ema_generator(tmp_path):
+    cfg = tiny_cfg("train.checkpoint_every=100", "train.ema_bn_stats=standing", "train.standing_stats_batches=2")
+    train(cfg, tmp_path / "run", max_steps=3, progress=False)
+    w = weights(tmp_path / "run")
+    stats = [k for k in w if k.startswith("generator_ema.") and k.endswith("running_mean")]
+    assert stats
+    raw = [k.replace("generator_ema.", "generator.", 1) for k in stats]
+    assert any(not torch.equal(w[a], w[b]) for a, b in zip(stats, raw))  # not G's statistics
 
 
 def _recorded_gradients(impl: str, tmp_path: Path) -> tuple[list, list]:

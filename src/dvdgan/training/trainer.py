@@ -47,7 +47,7 @@ from dvdgan.training.distributed import (
     init_distributed,
     mean_across_ranks,
 )
-from dvdgan.training.ema import ema_decay_at, update_ema
+from dvdgan.training.ema import ema_decay_at, standing_bn_stats, update_ema
 
 
 class TrainingDiverged(DvdganError):
@@ -528,6 +528,28 @@ class Trainer:
         save_gif(self.out_dir / "samples" / f"step_{self.step:08d}.gif", grid, fps=8, scale=2)
         add_gif(self._writer(), "samples/ema", grid, self.step)
 
+    def refresh_ema_stats(self) -> None:
+        """train.ema_bn_stats="standing": recompute the EMA generator's BN statistics from its own
+        batches. Draws come from a generator seeded by (seed, step), never from the global RNG,
+        so this leaves training (and exact resume) untouched. Collective under cross-replica BN."""
+        t, m = self.cfg.train, self.cfg.model
+        if t.ema_bn_stats != "standing":
+            return
+        gen = torch.Generator().manual_seed(t.seed * 1_000_003 + self.step * 31 + self._seed_rank)
+        b = self.per_replica_batch
+
+        def draw(i: int) -> tuple:
+            z = torch.randn(b, m.z_dim, generator=gen).to(self.device)
+            y = torch.randint(m.num_classes, (b,), generator=gen).to(self.device)
+            if not m.context_frames:
+                return z, y
+            idx = torch.randint(len(self.dataset), (b,), generator=gen).tolist()
+            clips = torch.stack([self.dataset[j][0] for j in idx])
+            context = to_model_input(clips)[:, :m.context_frames].to(self.device)
+            return z, torch.zeros_like(y), context
+
+        standing_bn_stats(self.G_ema, draw, t.standing_stats_batches)
+
     def evaluate(self) -> dict[str, float]:
         from dvdgan.training.evaluation import evaluate_generator_reference
 
@@ -593,6 +615,10 @@ class Trainer:
                         w.add_scalar(f"train/{k}", v, self.step)
                     bar.set_postfix(d=f"{logs.get('d_loss', math.nan):.3f}", g=f"{logs.get('g_loss', math.nan):.3f}",
                                     s=f"{logs['step_time']:.2f}")
+                due = [bool(every) and self.step % every == 0
+                       for every in (t.sample_every, t.eval_every, t.checkpoint_every)]
+                if any(due):  # on every rank: the EMA G is about to sample, be evaluated or be saved
+                    self.refresh_ema_stats()
                 if self.is_main and t.sample_every and self.step % t.sample_every == 0:
                     self.log_samples()
                 if t.eval_every and self.step % t.eval_every == 0 and self.is_main:
@@ -610,6 +636,7 @@ class Trainer:
             if old is not None:
                 signal.signal(signal.SIGTERM, old)
         if self._saved_step != self.step:
+            self.refresh_ema_stats()
             self.save()  # at exit (also after SIGTERM / Ctrl-C)
         if self.is_main:
             self._finish()
