@@ -299,7 +299,7 @@ def test_training_time_evaluation_logs_fp_metrics(tmp_path, monkeypatch):
     cfg = tiny_fp_cfg("train.eval_every=1", "train.eval_samples=8")
     train(cfg, tmp_path, max_steps=1, progress=False)
     rows = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
-    assert rows[0]["step"] == 1
+    assert rows[0]["step"] == 1 and rows[0]["elapsed_s"] >= 0
     for key in ("fp_model_mse_mean", "fp_copy_last_mse_mean", "fp_model_psnr_mean", "fp_model_frechet",
                 "fp_copy_last_frechet", "fp_model_accuracy", "fp_model_position_error_mean"):
         assert np.isfinite(rows[0][key]), key

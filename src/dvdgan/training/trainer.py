@@ -221,6 +221,7 @@ class Trainer:
         self.opt_d = torch.optim.Adam(self.D.parameters(), lr=t.lr_d, betas=tuple(t.adam_betas), eps=t.adam_eps)
         self.step = 0
         self.skipped_steps = 0
+        self._launched = time.perf_counter()
         self._resumed_from: Path | None = None
         self._saved_step = -1  # the step of the newest checkpoint this run wrote or loaded
 
@@ -575,6 +576,7 @@ class Trainer:
                   f"replicas x {t.grad_accum} accumulation", file=sys.stderr)
             self._write_run_info()
         it = self._build_data()
+        self._launched = time.perf_counter()  # metrics.jsonl: seconds since this launch
         from tqdm.auto import tqdm
 
         bar = tqdm(total=max_steps, initial=self.step, disable=not self.progress, desc="train", unit="step",
@@ -672,7 +674,8 @@ class Trainer:
             if isinstance(v, (int, float)):
                 w.add_scalar(f"eval/{k}", v, self.step)
         with open(self.out_dir / "metrics.jsonl", "a") as f:
-            f.write(json.dumps({"step": self.step, **metrics}) + "\n")
+            elapsed = time.perf_counter() - self._launched
+            f.write(json.dumps({"step": self.step, "elapsed_s": round(elapsed, 1), **metrics}) + "\n")
 
     def _finish(self) -> None:
         if self.writer is not None:
