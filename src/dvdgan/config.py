@@ -317,9 +317,9 @@ def _shapes() -> Config:
 
 def _shapes_fp() -> Config:
     # Tiny CPU preset for future video prediction (B.4) on the built-in dataset: 2 real frames ->
-    # 6 predicted, 16x16. Sized so `dvdgan train --preset shapes-fp` finishes in about 15 minutes
-    # on 2 shared CPU cores (one thread, ~0.2-0.3 s per step when the machine is otherwise idle).
-    # The step count, not the sample count, limits it here: batch 8 and k = 2 buy more steps.
+    # 6 predicted, 16x16. `dvdgan train --preset shapes-fp` takes 8.3 minutes on 2 idle CPU cores
+    # (~0.15 s per step; README). The step count, not the sample count, limits it here: batch 8
+    # and k = 2 buy more steps. Learning rates and EMA as the `shapes` preset (see there).
     return Config(
         name="shapes-fp",
         model=ModelConfig(
