@@ -538,13 +538,16 @@ class Trainer:
             return
         gen = torch.Generator().manual_seed(t.seed * 1_000_003 + self.step * 31 + self._seed_rank)
         b = self.per_replica_batch
+        # "split" sharding: draw the global batch once and keep this replica's rows (as _sample_zy)
+        world, rank = (self.dist.world_size, self.dist.rank) if self.split else (1, 0)
+        rows = slice(rank * b, (rank + 1) * b)
 
         def draw(i: int) -> tuple:
-            z = torch.randn(b, m.z_dim, generator=gen).to(self.device)
-            y = torch.randint(m.num_classes, (b,), generator=gen).to(self.device)
+            z = torch.randn(b * world, m.z_dim, generator=gen)[rows].to(self.device)
+            y = torch.randint(m.num_classes, (b * world,), generator=gen)[rows].to(self.device)
             if not m.context_frames:
                 return z, y
-            idx = torch.randint(len(self.dataset), (b,), generator=gen).tolist()
+            idx = torch.randint(len(self.dataset), (b * world,), generator=gen)[rows].tolist()
             clips = torch.stack([self.dataset[j][0] for j in idx])
             context = to_model_input(clips)[:, :m.context_frames].to(self.device)
             return z, torch.zeros_like(y), context
