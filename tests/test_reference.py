@@ -99,6 +99,15 @@ def test_real_videos_score_like_real(classifier, clips):
     assert abs(same["frechet"]) < 1e-6 and same["frechet_floor"] == pytest.approx(r["frechet_floor"])
 
 
+def test_shape_and_motion_halves_of_the_accuracy(classifier, clips):
+    """Played backwards, every clip keeps its shape and shows the other direction."""
+    videos, labels = clips
+    r = evaluate_videos(videos, labels, classifier)
+    assert r["accuracy_shape"] >= 0.98 and r["accuracy_motion"] >= 0.98
+    back = evaluate_videos(videos.flip(1), labels, classifier)
+    assert back["accuracy_shape"] >= 0.95 and back["accuracy_motion"] <= 0.05 and back["accuracy"] <= 0.05
+
+
 def test_wrong_labels_give_low_accuracy(classifier, clips):
     videos, labels = clips
     shuffled = labels[torch.randperm(N, generator=torch.Generator().manual_seed(0))]

@@ -33,7 +33,7 @@ from torch import nn
 from tqdm import tqdm
 
 from dvdgan.config import DataConfig
-from dvdgan.data.shapes import MovingShapes, motion_statistic, shapes_class_names
+from dvdgan.data.shapes import MOTIONS, MovingShapes, motion_statistic, shapes_class_names
 from dvdgan.data.transforms import to_model_input
 from dvdgan.errors import WeightsError
 from dvdgan.metrics.frechet import frechet_distance
@@ -468,6 +468,9 @@ def evaluate_videos(
     Returns a dict with
 
     * ``accuracy``: top-1 accuracy of the classifier on ``videos`` against ``labels``;
+    * ``accuracy_shape`` / ``accuracy_motion``: the same, counting a prediction as right when
+      only its shape / only its direction matches (chance 1/3 and 1/2): which half of the class
+      a generator has not learned yet (e.g. one direction for every class: motion 0.5);
     * ``frechet``: Frechet distance between the classifier features of ``videos`` and of the
       real clips (mean / covariance in float64, ``np.cov(rowvar=False)``);
     * ``frechet_floor``: the Frechet distance between two disjoint sets of N real test clips
@@ -498,7 +501,11 @@ def evaluate_videos(
     device = next(classifier.parameters()).device
     try:
         feats, logits = _predict(classifier, videos, batch_size, device)
-        accuracy = float((logits.argmax(1) == labels).double().mean())
+        pred = logits.argmax(1)
+        accuracy = float((pred == labels).double().mean())
+        m = len(MOTIONS)  # class = shape * len(MOTIONS) + motion (data/shapes.py)
+        accuracy_shape = float((pred // m == labels // m).double().mean())
+        accuracy_motion = float((pred % m == labels % m).double().mean())
         ref = _real_statistics(classifier, n, batch_size, device)
         if real_videos is None:
             mu_r, sigma_r, accuracy_real, motion_real = ref.mu_a, ref.sigma_a, ref.accuracy_a, dict(ref.motion_a)
@@ -514,6 +521,8 @@ def evaluate_videos(
     mu, sigma = _gaussian(feats)
     return {
         "accuracy": accuracy,
+        "accuracy_shape": accuracy_shape,
+        "accuracy_motion": accuracy_motion,
         "accuracy_real": accuracy_real,
         "frechet": frechet_distance(mu, sigma, mu_r, sigma_r),
         "frechet_floor": ref.floor,
