@@ -310,7 +310,7 @@ def _shapes() -> Config:
         # beta2 0.99 reaches it in ~1500. The EMA then moves fast too: a short horizon (0.95) and
         # standing BN statistics keep EMA samples as good as the trained G's (docs/design.md).
         train=TrainConfig(
-            batch_size=16, max_steps=1750, lr_g=1e-3, lr_d=1e-3, adam_betas=(0.0, 0.99), ema_decay=0.95,
+            batch_size=16, max_steps=1250, lr_g=1e-3, lr_d=1e-3, adam_betas=(0.0, 0.99), ema_decay=0.95,
             ema_start=100, ema_bn_stats="standing", log_every=20, sample_every=250, checkpoint_every=250,
             num_sample_videos=12, eval_every=250, eval_samples=240,
         ),
