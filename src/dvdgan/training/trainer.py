@@ -221,7 +221,7 @@ class Trainer:
         self.opt_d = torch.optim.Adam(self.D.parameters(), lr=t.lr_d, betas=tuple(t.adam_betas), eps=t.adam_eps)
         self.step = 0
         self.skipped_steps = 0
-        self._launched = time.perf_counter()
+        self._launched = time.perf_counter()  # metrics.jsonl: elapsed_s counts from this launch
         self._resumed_from: Path | None = None
         self._saved_step = -1  # the step of the newest checkpoint this run wrote or loaded
 
@@ -579,7 +579,6 @@ class Trainer:
                   f"replicas x {t.grad_accum} accumulation", file=sys.stderr)
             self._write_run_info()
         it = self._build_data()
-        self._launched = time.perf_counter()  # metrics.jsonl: seconds since this launch
         from tqdm.auto import tqdm
 
         bar = tqdm(total=max_steps, initial=self.step, disable=not self.progress, desc="train", unit="step",
