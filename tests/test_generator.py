@@ -80,6 +80,20 @@ def test_class_conditioning_changes_the_output(tiny_model_config):
     assert (a - b).abs().max() > 1e-4
 
 
+@pytest.mark.parametrize("init", ["orthogonal", "normal"])
+def test_class_embedding_initial_scale(tiny_model_config, init):
+    """model.g_embed_init: "orthogonal" gives unit-norm rows of e(y) (BigGAN-PyTorch), "normal" gives
+    N(0, 1) entries, so |e(y)| ~ sqrt(embed_dim) ~ |z| and the class is as loud as z at step 0."""
+    cfg = tiny_model_config(embed_dim=64, num_classes=6, g_embed_init=init)
+    torch.manual_seed(0)
+    norms = Generator(cfg).embed.weight.detach().norm(dim=1)
+    if init == "orthogonal":
+        torch.testing.assert_close(norms, torch.ones(6), rtol=0, atol=1e-5)
+    else:
+        assert ((norms > 0.7 * 8) & (norms < 1.3 * 8)).all(), norms  # sqrt(64) = 8
+        assert norms.std() > 1e-3  # drawn, not normalised
+
+
 def test_eval_mode_sample_does_not_depend_on_the_rest_of_the_batch(tiny_model_config):
     """Appendix D: BN statistics must not make a sample depend on its batch at sampling time."""
     cfg = tiny_model_config()

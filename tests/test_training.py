@@ -199,6 +199,7 @@ def test_run_dir_contents(tmp_path):
         (["--preset", "nope"], "unknown preset"),
         (["model.nonsense=3"], "unknown config key model.nonsense"),
         (["model.g_ch=abc"], "model.g_ch expects int"),
+        (["model.g_embed_init=uniform"], "model.g_embed_init='uniform' is not one of orthogonal, normal"),
     ],
 )
 def test_bad_input_is_one_line_and_creates_nothing(tmp_path, capsys, argv, message):

@@ -28,6 +28,9 @@ class ModelConfig:
     # --- generator (B.2) ---------------------------------------------------------------
     z_dim: int = 120  # B.2: z ~ N(0, I), 120-d
     embed_dim: int = 120  # B.2: learned linear class embedding e(y), 120-d
+    # silent: initial e(y). "orthogonal" (BigGAN-PyTorch: unit-norm rows, so the class is a much
+    # weaker part of [z; e(y)] than z at first) or "normal" (N(0, 1) entries: as large as z)
+    g_embed_init: str = "orthogonal"
     g_ch: int = 128  # B.2: ch = 128 at 64x64, 96 otherwise
     # B.2: width of group i = ch * g_multipliers[i]; the first entry is ch0 (before the groups).
     # resolution = 4 * 2 ** (len(g_multipliers) - 1)
@@ -153,6 +156,7 @@ class Config:
         _choice("model.temporal_downsample", m.temporal_downsample, ("avg2", "avg4", "identity", "crop_half"))
         _choice("model.impl", m.impl, ("fast", "reference"))
         _choice("model.gru_initial_state", m.gru_initial_state, ("zeros", "learned"))
+        _choice("model.g_embed_init", m.g_embed_init, ("orthogonal", "normal"))
         _choice("train.ema_bn_stats", self.train.ema_bn_stats, ("copy", "standing"))
         _choice("train.nonfinite", self.train.nonfinite, ("stop", "skip"))
         _choice("train.data_sharding", self.train.data_sharding, ("independent", "split"))
@@ -295,13 +299,14 @@ def _kinetics(name: str, frames: int, res: int, g, d, ch: int, ckpt_act: bool = 
 
 def _shapes() -> Config:
     # Tiny CPU preset on the built-in dataset: trains in minutes on 2 cores. Widths are ours
-    # (ch = 8, G (8, 4, 4, 1)); the paper's architecture otherwise, with k = 4 of 8 frames. With
-    # G (8, 4, 2, 1) the 16x16 ConvGRU had 16 channels and 2 of 4 seeds moved every clip in one
-    # direction, whatever the class; with 32 channels both of those seeds learned the direction.
+    # (ch = 8, G (8, 4, 4, 1)); the paper's architecture otherwise, with k = 4 of 8 frames.
+    # g_embed_init="normal": with unit-norm (orthogonal) class embeddings G is nearly
+    # unconditional at first and some seeds moved every clip in one direction whatever the class
+    # (docs/design.md, "The built-in dataset and the tiny presets").
     return Config(
         name="shapes",
         model=ModelConfig(
-            resolution=32, frames=8, num_classes=6, z_dim=32, embed_dim=32, g_ch=8,
+            resolution=32, frames=8, num_classes=6, z_dim=32, embed_dim=32, g_ch=8, g_embed_init="normal",
             g_multipliers=(8, 4, 4, 1), d_ch=8, d_multipliers=(2, 4, 8, 8), frames_per_spatial_d=4,
         ),
         data=DataConfig(dataset="shapes", frame_stride=1, num_workers=0),

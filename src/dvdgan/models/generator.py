@@ -56,7 +56,9 @@ class Generator(nn.Module):
         widths = [cfg.g_ch * m for m in cfg.g_multipliers]  # B.2: width = ch x multiplier
         cond = cfg.z_dim + cfg.embed_dim
         self.embed = nn.Embedding(cfg.num_classes, cfg.embed_dim)  # B.2: learned linear embedding e(y)
-        nn.init.orthogonal_(self.embed.weight) if not self.embed.weight.is_meta else None
+        if not self.embed.weight.is_meta:
+            init = nn.init.orthogonal_ if cfg.g_embed_init == "orthogonal" else nn.init.normal_
+            init(self.embed.weight)
         self.affine = SNLinear(cond, 4 * 4 * widths[0], sn_eps=cfg.sn_eps)  # B.2: affine to [4, 4, ch0]
         self.groups = nn.ModuleList(
             GeneratorGroup(cfg, widths[i], widths[i + 1], 4 * 2**i) for i in range(cfg.num_groups)
