@@ -154,23 +154,25 @@ def _per_timestep_batch_norm(
     bt, c, h, w = x.shape
     xv = x.reshape(bt // frames, frames * c, h, w)
     if cross_replica and training and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        # Cross-replica BN: statistics over the global batch (still per timestep). One all_reduce
-        # of [sum x, sum x^2, count] per layer (fp32, also under bf16 autocast); its backward is
-        # an all_reduce of the gradients of those sums, so autograd through it gives the gradient
-        # of BN over the concatenated batch (tests/test_distributed.py checks it).
+        # Cross-replica BN: statistics over the global batch (still per timestep), in fp32 (also
+        # under bf16 autocast). Two passes, like F.batch_norm: an all_reduce of [sum x, count]
+        # gives the mean, then one of sum (x - mean)^2 the variance. (E[x^2] - E[x]^2 in one
+        # all_reduce loses the variance to cancellation wherever |mean| >> std.) The backward of
+        # each all_reduce is an all_reduce of its gradient, so autograd gives the gradient of BN
+        # over the concatenated batch (tests/test_distributed.py checks it).
         xf = xv.float()
         n_local = torch.tensor([xv.shape[0] * h * w], device=x.device, dtype=torch.float32)
-        stats = torch.cat([xf.sum(dim=(0, 2, 3)), (xf * xf).sum(dim=(0, 2, 3)), n_local])
-        stats = _AllReduceSum.apply(stats)
-        n = stats[-1]
-        mean = stats[: frames * c] / n
-        var = (stats[frames * c : 2 * frames * c] / n - mean * mean).clamp_min(0)
+        sums = _AllReduceSum.apply(torch.cat([xf.sum(dim=(0, 2, 3)), n_local]))
+        n = sums[-1]
+        mean = sums[:-1] / n
+        centred = xf - mean.view(1, -1, 1, 1)
+        var = _AllReduceSum.apply((centred * centred).sum(dim=(0, 2, 3))) / n
         if running_mean is not None:
             with torch.no_grad():
                 unbiased = var * n / (n - 1).clamp_min(1)
                 running_mean.lerp_(mean.detach().to(running_mean.dtype), momentum)
                 running_var.lerp_(unbiased.detach().to(running_var.dtype), momentum)
-        out = ((xf - mean.view(1, -1, 1, 1)) * torch.rsqrt(var.view(1, -1, 1, 1) + eps)).to(xv.dtype)
+        out = (centred * torch.rsqrt(var.view(1, -1, 1, 1) + eps)).to(xv.dtype)
     else:
         out = F.batch_norm(xv, running_mean, running_var, None, None, training, momentum, eps)
     return out.reshape(bt, c, h, w)
