@@ -355,16 +355,19 @@ class Trainer:
     # updates
     # ------------------------------------------------------------------------------------
 
-    def _sample_zy(self, b: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def _replica_rows(self, b: int) -> tuple[int, slice]:
+        """(rows to draw, this replica's slice of them): under "split" sharding the global batch
+        is drawn from the shared stream and each replica keeps its rows; otherwise its own b."""
+        world, rank = (self.dist.world_size, self.dist.rank) if self.split else (1, 0)
+        return b * world, slice(rank * b, (rank + 1) * b)
+
+    def _sample_zy(self, b: int, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """z and y for b videos of this replica, from ``generator`` (default: the global RNG)."""
         m = self.cfg.model
-        if self.split:  # draw for the global batch from the shared RNG, keep this replica's rows
-            world, rank = self.dist.world_size, self.dist.rank
-            z = torch.randn(b * world, m.z_dim)[rank * b:(rank + 1) * b]
-            y = torch.randint(m.num_classes, (b * world,))[rank * b:(rank + 1) * b]
-            return z.to(self.device), y.to(self.device)
-        z = torch.randn(b, m.z_dim).to(self.device)
-        y = torch.randint(m.num_classes, (b,)).to(self.device)
-        return z, y
+        n, rows = self._replica_rows(b)
+        z = torch.randn(n, m.z_dim, generator=generator)[rows]
+        y = torch.randint(m.num_classes, (n,), generator=generator)[rows]
+        return z.to(self.device), y.to(self.device)
 
     @contextlib.contextmanager
     def _global_frame_draws(self, *segments: int):
@@ -538,16 +541,13 @@ class Trainer:
             return
         gen = torch.Generator().manual_seed(t.seed * 1_000_003 + self.step * 31 + self._seed_rank)
         b = self.per_replica_batch
-        # "split" sharding: draw the global batch once and keep this replica's rows (as _sample_zy)
-        world, rank = (self.dist.world_size, self.dist.rank) if self.split else (1, 0)
-        rows = slice(rank * b, (rank + 1) * b)
+        n, rows = self._replica_rows(b)
 
         def draw(i: int) -> tuple:
-            z = torch.randn(b * world, m.z_dim, generator=gen)[rows].to(self.device)
-            y = torch.randint(m.num_classes, (b * world,), generator=gen)[rows].to(self.device)
+            z, y = self._sample_zy(b, gen)
             if not m.context_frames:
                 return z, y
-            idx = torch.randint(len(self.dataset), (b * world,), generator=gen)[rows].tolist()
+            idx = torch.randint(len(self.dataset), (n,), generator=gen)[rows].tolist()
             clips = torch.stack([self.dataset[j][0] for j in idx])
             context = to_model_input(clips)[:, :m.context_frames].to(self.device)
             return z, torch.zeros_like(y), context
@@ -619,15 +619,15 @@ class Trainer:
                         w.add_scalar(f"train/{k}", v, self.step)
                     bar.set_postfix(d=f"{logs.get('d_loss', math.nan):.3f}", g=f"{logs.get('g_loss', math.nan):.3f}",
                                     s=f"{logs['step_time']:.2f}")
-                due = [bool(every) and self.step % every == 0
-                       for every in (t.sample_every, t.eval_every, t.checkpoint_every)]
-                if any(due):  # on every rank: the EMA G is about to sample, be evaluated or be saved
+                sample_due, eval_due, save_due = (bool(every) and self.step % every == 0
+                                                  for every in (t.sample_every, t.eval_every, t.checkpoint_every))
+                if sample_due or eval_due or save_due:  # on every rank: the EMA G is about to be used
                     self.refresh_ema_stats()
-                if self.is_main and t.sample_every and self.step % t.sample_every == 0:
+                if sample_due and self.is_main:
                     self.log_samples()
-                if t.eval_every and self.step % t.eval_every == 0 and self.is_main:
+                if eval_due and self.is_main:
                     self._log_eval()
-                if t.checkpoint_every and self.step % t.checkpoint_every == 0:
+                if save_due:
                     self.save()
                 # A SIGTERM reaching some ranks only must still stop all of them after the same step.
                 stopping = any_rank(stop["flag"], self.dist, self.device)
