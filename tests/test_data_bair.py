@@ -130,7 +130,8 @@ def test_bair_corrupt_record_skipped(tmp_path):
 
 
 def test_bair_prepare_round_trip(bair, tmp_path):
-    from dvdgan.data.prepared import PreparedDataset, prepare
+    from dvdgan.data.prepare import prepare
+    from dvdgan.data.prepared import PreparedDataset
 
     summary = prepare("bair", bair, tmp_path / "p", 64, shard_size=3, progress=False)
     assert summary["train"]["videos"] == 4 and summary["test"]["videos"] == 2

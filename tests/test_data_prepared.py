@@ -11,12 +11,13 @@ import numpy as np
 import pytest
 import torch
 
-import dvdgan.data.prepared as prepared_mod
+import dvdgan.data.prepare as prepare_mod
 from dvdgan.commands import prepare as prepare_cmd
 from dvdgan.config import DataConfig
 from dvdgan.data import build_dataset, summarize_bad_log
 from dvdgan.data.loader_bench import bench_loader, make_synthetic_video_folder
-from dvdgan.data.prepared import PreparedDataset, prepare
+from dvdgan.data.prepare import prepare
+from dvdgan.data.prepared import PreparedDataset
 from dvdgan.data.video import encode_video
 from dvdgan.errors import DataError
 
@@ -110,7 +111,7 @@ def test_bad_videos_are_skipped_and_summarised(src, tmp_path, capsys):
 
 def test_resume_after_interruption(src, tmp_path, monkeypatch):
     out = tmp_path / "r"
-    real = prepared_mod._run_shard
+    real = prepare_mod._run_shard
     calls = []
 
     def flaky(job, tick=None):
@@ -119,7 +120,7 @@ def test_resume_after_interruption(src, tmp_path, monkeypatch):
             raise KeyboardInterrupt  # killed while writing shard 1
         return real(job, tick)
 
-    monkeypatch.setattr(prepared_mod, "_run_shard", flaky)
+    monkeypatch.setattr(prepare_mod, "_run_shard", flaky)
     with pytest.raises(KeyboardInterrupt):
         prepare("folder", src, out, 32, shard_size=2, progress=False)
     man = json.loads((out / "all" / "manifest.json").read_text())

@@ -24,12 +24,12 @@ import torch
 import torch.multiprocessing as mp
 from safetensors.torch import load_file
 
+from dvdgan.checkpoint import list_checkpoints
 from dvdgan.config import Config, ModelConfig, apply_overrides, get_preset
 from dvdgan.models import DualDiscriminator
 from dvdgan.models.generator import Generator
 from dvdgan.models.layers import _per_timestep_batch_norm
 from dvdgan.training import Trainer, train
-from dvdgan.training.checkpoint import list_checkpoints
 from dvdgan.training.trainer import KeySampler, enable_activation_checkpointing
 
 # As tests/test_training.py's TINY: 16x16, 4 frames, widths 4-16; effective batch 4.

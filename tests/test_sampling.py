@@ -11,6 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
+from dvdgan.checkpoint import list_checkpoints, save_checkpoint
 from dvdgan.cli import main
 from dvdgan.config import apply_overrides, get_preset
 from dvdgan.errors import DvdganError
@@ -27,7 +28,6 @@ from dvdgan.sampling import (
     write_samples,
 )
 from dvdgan.training import train
-from dvdgan.training.checkpoint import list_checkpoints, save_checkpoint
 from dvdgan.video_io import frames_image, make_grid, time_image, upscale
 
 TINY = [

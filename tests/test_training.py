@@ -14,10 +14,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from dvdgan.checkpoint import list_checkpoints, load_train_state
 from dvdgan.cli import main
 from dvdgan.config import apply_overrides, get_preset
 from dvdgan.training import Trainer, train
-from dvdgan.training.checkpoint import list_checkpoints, load_train_state
 
 TINY = [
     "model.resolution=16", "model.frames=4", "model.g_ch=4", "model.g_multipliers=4,4,2", "model.d_ch=4",

@@ -595,7 +595,7 @@ def bench_data(opts: BenchOptions, steps: dict[str, dict]) -> dict[str, Any]:
     from dvdgan.config import DataConfig
     from dvdgan.data import build_dataset
     from dvdgan.data.loader_bench import bench_loader, make_synthetic_video_folder
-    from dvdgan.data.prepared import prepare
+    from dvdgan.data.prepare import prepare
 
     tmp = Path(tempfile.mkdtemp(prefix="dvdgan-bench-data-"))
     bar = _Bar(1 + 3 * len(opts.data_sizes), "data loading", opts.progress)

@@ -22,11 +22,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from dvdgan import checkpoint as ckpt_io
 from dvdgan.config import Config, ModelConfig
 from dvdgan.data.transforms import to_uint8
 from dvdgan.errors import DvdganError
 from dvdgan.models.prediction import build_generator
-from dvdgan.training import checkpoint as ckpt_io
 
 
 def load_generator(path: str | Path, ema: bool = True, device: str | torch.device = "cpu"

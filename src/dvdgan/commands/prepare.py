@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import argparse
 
-from dvdgan.data.prepared import DEFAULT_SHARD_SIZE, SOURCE_DATASETS, prepare
+from dvdgan.data.prepare import DEFAULT_SHARD_SIZE, SOURCE_DATASETS, prepare
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

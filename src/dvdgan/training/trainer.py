@@ -27,6 +27,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.checkpoint import checkpoint as torch_checkpoint
 
+from dvdgan import checkpoint as ckpt_io
 from dvdgan.config import Config
 from dvdgan.data.transforms import to_model_input, to_uint8
 from dvdgan.errors import DvdganError
@@ -34,7 +35,6 @@ from dvdgan.losses import dual_d_loss, dual_g_loss
 from dvdgan.models import DualDiscriminator, power_iteration
 from dvdgan.models.discriminators import sample_frame_indices
 from dvdgan.models.prediction import build_generator
-from dvdgan.training import checkpoint as ckpt_io
 from dvdgan.training.distributed import (
     DistInfo,
     all_ranks,
