@@ -1,4 +1,7 @@
-"""Shared fixtures: tiny, validated model configurations that build and run in milliseconds on CPU."""
+"""Shared fixtures: tiny, validated configurations that build and run in milliseconds on CPU.
+
+Test modules import the plain helpers too: ``from conftest import TINY, tiny_cfg``.
+"""
 
 from __future__ import annotations
 
@@ -6,18 +9,34 @@ from collections.abc import Callable
 
 import pytest
 
-from dvdgan.config import Config, ModelConfig
+from dvdgan.config import Config, ModelConfig, apply_overrides, get_preset
 
 # 16x16 frames, 4 generated frames, two generator groups (4 -> 8 -> 16), three D blocks.
 TINY_MODEL = dict(
     resolution=16, frames=4, g_ch=4, g_multipliers=(4, 4, 2), d_ch=4, d_multipliers=(2, 4, 4),
     frames_per_spatial_d=2, num_classes=3, z_dim=8, embed_dim=8,
 )
+# The same network as overrides of the default (shapes) preset, with a training set-up that logs
+# every step, keeps no samples and an effective batch of 4.
+TINY_NETWORK = [
+    "model.resolution=16", "model.frames=4", "model.g_ch=4", "model.g_multipliers=4,4,2", "model.d_ch=4",
+    "model.d_multipliers=2,4,4", "model.frames_per_spatial_d=2", "model.z_dim=8", "model.embed_dim=8",
+    "train.batch_size=4",
+]
+TINY = TINY_NETWORK + [
+    "train.sample_every=0", "train.eval_every=0", "train.log_every=1", "train.ema_start=2", "train.ema_decay=0.9",
+    "data.shapes_train_size=64", "data.shapes_test_size=32", "data.num_workers=0",
+]
 
 
 def make_tiny_model_config(**overrides) -> ModelConfig:
     """A validated tiny ModelConfig; keyword arguments override single fields."""
     return Config(model=ModelConfig(**{**TINY_MODEL, **overrides})).validate().model
+
+
+def tiny_cfg(*extra: str) -> Config:
+    """The shapes preset with the TINY overrides, then ``extra`` ones."""
+    return apply_overrides(get_preset("shapes"), TINY + list(extra))
 
 
 @pytest.fixture

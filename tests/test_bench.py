@@ -10,6 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from conftest import TINY_NETWORK as TINY
 from dvdgan.bench import BenchOptions, FullVideoDiscriminator, format_table, run_bench
 from dvdgan.cli import main
 from dvdgan.models import DualDiscriminator
@@ -23,12 +24,8 @@ from dvdgan.models.layers import (
     power_iteration,
     upsample_conv3x3,
 )
+from dvdgan.models.straightforward import make_straightforward
 
-TINY = [
-    "model.resolution=16", "model.frames=4", "model.g_ch=4", "model.g_multipliers=4,4,2", "model.d_ch=4",
-    "model.d_multipliers=2,4,4", "model.frames_per_spatial_d=2", "model.z_dim=8", "model.embed_dim=8",
-    "train.batch_size=4",
-]
 REQUIRED = ("step_speedup", "dual_vs_full_d_time_ratio", "flops_fraction_of_matmul")
 
 
@@ -84,27 +81,21 @@ def test_bench_rejects_unknown_sections(capsys):
 def test_full_video_discriminator_is_3d_on_every_frame(tiny_model_config):
     m = tiny_model_config(frames=4)
     d = FullVideoDiscriminator(m)
-    assert all(blk.dims == 3 for blk in d.net.blocks)
+    assert len(d.net.blocks2d) == 0 and all(blk.dims == 3 for blk in d.net.blocks3d)
     assert d.net.input_resolution == m.resolution  # no phi
     assert d(torch.randn(2, 4, 3, 16, 16), torch.tensor([0, 1])).shape == (2,)
 
 
 # --------------------------------------------------------------------------------------------
-# fast == reference, module by module
+# optimised == straightforward (models/straightforward.py), module by module
 # --------------------------------------------------------------------------------------------
 
 
-def _set_impl(module: torch.nn.Module, impl: str) -> torch.nn.Module:
-    for m in module.modules():
-        if hasattr(m, "impl"):
-            m.impl = impl
-    return module
-
-
 def _pair(module: torch.nn.Module) -> tuple[torch.nn.Module, torch.nn.Module]:
+    """(the module, the same weights in the straightforward formulation)."""
     module = module.double()
     power_iteration(module, 2)
-    return _set_impl(copy.deepcopy(module), "fast"), _set_impl(module, "reference")
+    return copy.deepcopy(module), make_straightforward(module)
 
 
 def _grads(module: torch.nn.Module, *inputs: torch.Tensor) -> list[torch.Tensor]:

@@ -13,9 +13,11 @@ import torch
 import torch.nn.functional as F
 
 from dvdgan.data.video import (
+    MIN_VIDEO_SIDE,
     BadVideo,
     clip_span,
     crop_offset,
+    decode_rgb,
     encode_video,
     finish_clip,
     iter_frames,
@@ -166,8 +168,10 @@ def test_sizes_and_codecs(vids, key, shape):
     assert c.shape == (8, 48, 48, 3)
     full = np.stack(list(iter_frames(p)))
     assert full.shape == (30, *shape, 3)
+    scaled = np.stack(list(iter_frames(p, 48)))  # what `dvdgan prepare` stores
+    assert scaled.shape == (30, *resized_size(*shape, 48), 3)
     s = start_frame(30, 15, 0.3)
-    assert torch.equal(c, finish_clip(full[s : s + 15 : 2], 48, 0.6))
+    assert torch.equal(c, finish_clip(scaled[s : s + 15 : 2], 48, 0.6))
 
 
 def test_band_geometry_after_decode(vids):
@@ -204,6 +208,65 @@ def test_bad_files(vids):
     assert e.value.reason in ("too_short", "decode_error")
 
 
+def test_decoding_scales_in_swscale_antialiased(tmp_path):
+    import av
+
+    # 1-px black/white columns, lossless: shrunk 8x, an antialiased filter gives flat grey,
+    # point sampling (or bilinear without antialiasing) gives black and white stripes.
+    x = np.zeros((4, 256, 256, 3), np.uint8)
+    x[:, :, ::2] = 255
+    p = encode_video(tmp_path / "cols.mkv", x, "ffv1")
+    c = read_clip(p, 2, 1, 32)
+    assert c.shape == (2, 32, 32, 3)
+    assert (c[:, :, 1:-1].int() - 128).abs().max() <= 2  # (the edge columns see fewer source columns)
+    # smooth content: within a few grey levels of the torch kernel the other frames use
+    yy, xx = np.mgrid[0:192, 0:256]
+    s = np.stack([(xx + 5 * t) % 256 // 2 + (yy // 3) for t in range(4)])[..., None].repeat(3, -1)
+    p = encode_video(tmp_path / "smooth.mkv", s.astype(np.uint8), "ffv1")
+    c = read_clip(p, 4, 1, 48)  # 192x256 -> 48x64, centre crop
+    ref = finish_clip(np.stack(list(iter_frames(p))), 48, None)
+    assert (c.float() - ref.float()).abs().mean() < 2.0
+    # decode_rgb: the shortest side lands on R whatever the orientation; R >= size: unscaled
+    with av.open(str(p)) as cont:
+        f = next(cont.decode(video=0))
+        assert decode_rgb(f, 48).shape == (48, 64, 3)
+        assert decode_rgb(f, 96).shape == (96, 128, 3)  # upscaled by the same scaler
+        assert np.array_equal(decode_rgb(f, 192), decode_rgb(f)) and decode_rgb(f).shape == (192, 256, 3)
+
+
+def test_degenerate_videos_are_too_small(tmp_path):
+    from dvdgan.config import DataConfig
+    from dvdgan.data import build_dataset, summarize_bad_log
+
+    root = tmp_path / "folder"
+    tiny = {
+        "a/one.avi": ("mjpeg", 1, 1),
+        "a/four.mp4": ("h264", 4, 4),
+        "b/flat.mp4": ("h264", 6, 64),  # 64 wide, 6 high
+    }
+    for rel, (codec, h, w) in tiny.items():
+        encode_video(root / rel, np.full((12, h, w, 3), 200, np.uint8), codec)
+        for fn in (lambda q: read_clip(q, 4, 1, 32), lambda q: list(iter_frames(q, 32))):
+            with pytest.raises(BadVideo) as e:
+                fn(root / rel)
+            assert e.value.reason == "too_small", rel
+    side = MIN_VIDEO_SIDE
+    encode_video(root / "b" / "ok.mp4", _index_video(12, side, side), "h264")  # the smallest accepted
+    assert read_clip(root / "b" / "ok.mp4", 4, 1, 32).shape == (4, 32, 32, 3)
+    log = tmp_path / "bad.log"
+    ds = build_dataset(DataConfig(dataset="folder", path=str(root), frame_stride=1), split="train",
+                       frames=4, resolution=32, bad_log=str(log))
+    assert len(ds) == 4
+    for i in range(len(ds)):
+        v, y = ds[(i, 7)]
+        assert v.shape == (4, 32, 32, 3) and y == 1  # every item falls back to the one usable video
+    assert ds.bad_reasons == {"too_small": 3} and summarize_bad_log(log) == {"too_small": 3}
+    from dvdgan.data.prepare import prepare
+
+    summary = prepare("folder", root, tmp_path / "prep", 32, progress=False)["all"]
+    assert summary["videos"] == 1 and summary["bad_reasons"] == {"too_small": 3}
+
+
 # ---- real clips ------------------------------------------------------------------------------
 
 
@@ -224,7 +287,7 @@ def test_real_h264_clips_seek_matches_sequential():
     for name, n in (("bikes.mp4", 250), ("carphone_pristine.mp4", 120)):
         p = SKV / name  # type: ignore[operator]
         assert probe(p).frames == n
-        full = np.stack(list(iter_frames(p)))
+        full = np.stack(list(iter_frames(p, 64)))
         assert len(full) == n
         for u in (0.0, 0.37, 0.81, 0.9999):
             s = start_frame(n, clip_span(6, 2), u)

@@ -1,6 +1,7 @@
 """The dual discriminator of section 3.1 / B.2 and the hinge losses of 2.2: D_S judges k frames
 per video at full resolution and sums their scores, D_T judges all frames after phi, both
-projection-conditioned; the FP variant never lets D_S sample the conditioning frames (B.4)."""
+projection-conditioned; the FP variant never lets D_S sample the conditioning frames (B.4); D
+against its straightforward formulation (models/straightforward.py)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ import torch
 from dvdgan.losses import d_hinge_loss, dual_d_loss, dual_g_loss, g_hinge_loss
 from dvdgan.models import DualDiscriminator, SpatialDiscriminator, TemporalDiscriminator
 from dvdgan.models.discriminators import downsample_phi, sample_frame_indices
+from dvdgan.models.layers import DBlock, SeparableAttention
+from dvdgan.models.straightforward import StraightforwardDualDiscriminator
 
 
 def _coded_video(b: int, t: int, res: int) -> torch.Tensor:
@@ -127,6 +130,38 @@ def test_spatial_score_is_the_sum_of_per_frame_scores(tiny_model_config):
                                    rtol=1e-5, atol=1e-5)
 
 
+def test_spatial_d_judges_explicit_frame_indices(tiny_model_config):
+    cfg = tiny_model_config(frames=6, frames_per_spatial_d=2)
+    torch.manual_seed(0)
+    d = DualDiscriminator(cfg)
+    video = torch.randn(3, 6, 3, cfg.resolution, cfg.resolution)
+    y = torch.tensor([0, 1, 2])
+    idx = torch.tensor([[0, 5], [1, 2], [3, 3]])
+    with torch.no_grad():
+        ds, dt = d(video, y, frame_indices=idx)
+        expected = d.spatial.score_frames(video[torch.arange(3)[:, None], idx], y).sum(1)
+        torch.testing.assert_close(ds, expected, rtol=0, atol=0)
+        torch.testing.assert_close(dt, d.temporal(video, y), rtol=0, atol=0)  # D_T: every frame
+        other = d.spatial(video, y, frame_indices=torch.tensor([[0, 4], [1, 2], [3, 3]]))
+    assert (other[0] - ds[0]).abs() > 1e-6 and torch.equal(other[1:], ds[1:])
+
+
+def test_global_frame_draws_sliced_per_replica_equal_one_process(tiny_model_config):
+    """data_sharding="split": each replica judges its rows of one global draw of the k frames,
+    exactly what one process judging the whole batch draws from the same generator."""
+    cfg = tiny_model_config(frames=5, context_frames=2, num_classes=1, frames_per_spatial_d=2)
+    torch.manual_seed(0)
+    ds = SpatialDiscriminator(cfg)
+    video = torch.randn(4, cfg.total_frames, 3, cfg.resolution, cfg.resolution)
+    y = torch.zeros(4, dtype=torch.long)
+    with torch.no_grad():
+        whole = ds(video, y, generator=torch.Generator().manual_seed(3))
+        idx = ds.draw_frame_indices(4, cfg.total_frames, generator=torch.Generator().manual_seed(3))
+        assert idx.min() >= cfg.context_frames  # B.4: never a conditioning frame
+        parts = [ds(video[rows], y[rows], frame_indices=idx[rows]) for rows in (slice(0, 2), slice(2, 4))]
+    torch.testing.assert_close(torch.cat(parts), whole, rtol=0, atol=0)
+
+
 # --------------------------------------------------------------------------------------------
 # D_T: all frames after phi (3.1, 4.3)
 # --------------------------------------------------------------------------------------------
@@ -176,21 +211,90 @@ def test_temporal_d_crop_half_is_a_contiguous_crop(tiny_model_config):
 
 
 def test_temporal_d_sees_context_and_generated_frames(tiny_model_config):
-    """B.4: D_T operates on the concatenation of the C conditioning and T generated frames."""
+    """B.4: D_T operates on the concatenation of the C conditioning and T generated frames: on an
+    odd count (5), every frame counts (3-D pooling with a partial last window), as the
+    straightforward formulation computes it."""
     cfg = tiny_model_config(frames=3, context_frames=2, num_classes=1)
     torch.manual_seed(0)
     d = DualDiscriminator(cfg)
+    oracle = StraightforwardDualDiscriminator(cfg)
+    oracle.load_state_dict(d.state_dict())
     video = torch.randn(2, cfg.total_frames, 3, cfg.resolution, cfg.resolution)
-    x = _capture_temporal_input(d.temporal, video, torch.zeros(2, dtype=torch.long))
+    y = torch.zeros(2, dtype=torch.long)
+    x = _capture_temporal_input(d.temporal, video, y)
     assert x.shape[1] == cfg.total_frames == 5
+    with torch.no_grad():
+        score = d.temporal(video, y)
+        torch.testing.assert_close(score, oracle.temporal(video, y), rtol=1e-5, atol=1e-5)
+        for t in (0, 4):  # the first (context) and the last generated frame both move the score
+            changed = video.clone()
+            changed[0, t] += 1
+            moved = d.temporal(changed, y)
+            assert (moved[0] - score[0]).abs() > 1e-5 and torch.equal(moved[1], score[1])
+            torch.testing.assert_close(moved, oracle.temporal(changed, y), rtol=1e-5, atol=1e-5)
 
 
 def test_temporal_d_first_blocks_are_3d(tiny_model_config):
     cfg = tiny_model_config()
     dt = TemporalDiscriminator(cfg)
-    dims = [blk.dims for blk in dt.blocks]
-    assert dims == [3, 3, 2]  # B.2: the first two residual blocks are 3-D (3x3x3)
-    assert dt.blocks[0].conv1.kernel_size == (3, 3, 3)
+    assert [blk.dims for blk in dt.blocks3d] == [3, 3]  # B.2: the first two residual blocks are 3-D (3x3x3)
+    assert [blk.dims for blk in dt.blocks2d] == [2]
+    assert dt.blocks3d[0].conv1.kernel_size == (3, 3, 3)
+
+
+def test_temporal_d_loads_a_state_dict_of_the_old_layout(tiny_model_config):
+    """Checkpoints written when D_T had one list ``blocks`` (attention included) still load."""
+    cfg = tiny_model_config(d_attention=(4,))
+    torch.manual_seed(0)
+    d = DualDiscriminator(cfg)
+    assert [type(b) for b in d.temporal.blocks3d] == [DBlock, SeparableAttention, DBlock]
+    with torch.no_grad():
+        d.temporal.blocks3d[1].gamma.fill_(0.5)  # attention active
+    old_names = {"blocks3d.0.": "blocks.0.", "blocks3d.1.": "blocks.1.", "blocks3d.2.": "blocks.2.",
+                 "blocks2d.0.": "blocks.3."}  # the old layout, written out
+    old = {}
+    for k, v in d.state_dict().items():
+        for new_prefix, old_prefix in old_names.items():
+            k = k.replace("temporal." + new_prefix, "temporal." + old_prefix)
+        old[k] = v
+    assert "temporal.blocks.3.conv1.weight" in old and not any("blocks3d" in k for k in old)
+    torch.manual_seed(1)
+    loaded = DualDiscriminator(cfg)
+    loaded.load_state_dict(old)  # strict
+    for k, v in d.state_dict().items():
+        assert torch.equal(loaded.state_dict()[k], v), k
+    video = torch.randn(2, cfg.frames, 3, cfg.resolution, cfg.resolution)
+    y = torch.tensor([0, 2])
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.temporal(video, y), d.temporal(video, y), rtol=0, atol=0)
+    torch.manual_seed(1)
+    dt = TemporalDiscriminator(cfg)  # D_T alone, keys without the "temporal." prefix
+    dt.load_state_dict({k.removeprefix("temporal."): v for k, v in old.items() if k.startswith("temporal.")})
+    assert torch.equal(dt.blocks2d[0].conv2.weight, d.temporal.blocks2d[0].conv2.weight)
+
+
+@pytest.mark.parametrize("model", [
+    dict(frames=5, frames_per_spatial_d=3, d_attention=(8, 4)),
+    dict(frames=3, context_frames=2, num_classes=1, temporal_d_3d_blocks=1, temporal_d_downsample_time=False),
+])
+def test_discriminator_equals_its_straightforward_formulation(tiny_model_config, model):
+    cfg = tiny_model_config(**model)
+    torch.manual_seed(0)
+    fast = DualDiscriminator(cfg)
+    with torch.no_grad():
+        for p in fast.parameters():  # attention gains and biases: nothing at its initial zero
+            p.add_(0.05 * torch.randn_like(p))
+    oracle = StraightforwardDualDiscriminator(cfg)
+    oracle.load_state_dict(fast.state_dict())
+    video = torch.randn(3, cfg.total_frames, 3, cfg.resolution, cfg.resolution)
+    y = torch.tensor([0, 0, 0]) if cfg.num_classes == 1 else torch.tensor([0, 1, 2])
+    outs = [net(video, y, generator=torch.Generator().manual_seed(4)) for net in (fast, oracle)]
+    for a, b in zip(*outs):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+    for ds, dt in outs:
+        (ds - 2 * dt).sum().backward()
+    for (name, p), q in zip(fast.named_parameters(), oracle.parameters()):
+        torch.testing.assert_close(p.grad, q.grad, rtol=1e-4, atol=1e-6, msg=name)
 
 
 def test_temporal_d_score_depends_on_frame_order(tiny_model_config):

@@ -4,7 +4,8 @@ the environment variables torchrun sets (MASTER_ADDR, MASTER_PORT, RANK, WORLD_S
 * cross-replica BN == BN over the concatenated batch, values and gradients (all_reduce autograd);
   without it, each replica's G output is G on its half alone;
 * 2 processes x batch 2 (train.data_sharding="split", cross-replica BN) train G, EMA G and D to the
-  weights one process reaches with batch 4, and rank 0 logs the global mean losses;
+  weights one process reaches with batch 4 (float64, the shapes preset's settings), and rank 0 logs
+  the global mean losses;
 * a non-finite loss on one rank makes both ranks skip the update (no DDP hang);
 * a killed 2-process run resumes on 1 process with 2 accumulation steps (same effective batch);
 * activation checkpointing: same outputs, gradients and BN running statistics (CPU, called directly).
@@ -12,6 +13,7 @@ the environment variables torchrun sets (MASTER_ADDR, MASTER_PORT, RANK, WORLD_S
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -24,33 +26,20 @@ import torch
 import torch.multiprocessing as mp
 from safetensors.torch import load_file
 
+from conftest import make_tiny_model_config, tiny_cfg
 from dvdgan.checkpoint import list_checkpoints
-from dvdgan.config import Config, ModelConfig, apply_overrides, get_preset
-from dvdgan.models import DualDiscriminator
+from dvdgan.config import ModelConfig
+from dvdgan.data.sampler import BatchKeys, ClipSampler
 from dvdgan.models.generator import Generator
 from dvdgan.models.layers import _per_timestep_batch_norm
 from dvdgan.training import Trainer, train
-from dvdgan.training.trainer import KeySampler, enable_activation_checkpointing
 
-# As tests/test_training.py's TINY: 16x16, 4 frames, widths 4-16; effective batch 4.
-TINY = [
-    "model.resolution=16", "model.frames=4", "model.g_ch=4", "model.g_multipliers=4,4,2", "model.d_ch=4",
-    "model.d_multipliers=2,4,4", "model.frames_per_spatial_d=2", "model.z_dim=8", "model.embed_dim=8",
-    "train.batch_size=4", "train.sample_every=0", "train.log_every=1", "train.ema_start=2", "train.ema_decay=0.9",
-    "data.shapes_train_size=64", "data.shapes_test_size=32", "data.num_workers=0",
-]
-TINY_MODEL = dict(resolution=16, frames=4, g_ch=4, g_multipliers=(4, 4, 2), d_ch=4, d_multipliers=(2, 4, 4),
-                  frames_per_spatial_d=2, num_classes=3, z_dim=8, embed_dim=8)
 WORLD = 2
 TIMEOUT_S = 120
 
 
-def tiny_cfg(*extra: str) -> Config:
-    return apply_overrides(get_preset("shapes"), TINY + list(extra))
-
-
 def tiny_model(**kw) -> ModelConfig:
-    return Config(model=ModelConfig(**{**TINY_MODEL, **kw})).validate().model
+    return make_tiny_model_config(**kw)
 
 
 # --------------------------------------------------------------------------------------------
@@ -149,12 +138,29 @@ def _layers_task(rank: int, world: int, out: str) -> None:
     dist.destroy_process_group()
 
 
-def _train_task(rank: int, world: int, out: str, overrides: list[str], max_steps: int) -> None:
-    trainer = Trainer(tiny_cfg(*overrides), out, progress=False)
+@contextlib.contextmanager
+def _float64_training():
+    """Build and train in float64: the default dtype, and real clips converted to it (the trainer
+    converts them to float32); restored afterwards."""
+    import dvdgan.training.trainer as tr
+
+    old_dtype, old_convert = torch.get_default_dtype(), tr.to_model_input
+    torch.set_default_dtype(torch.float64)
+    tr.to_model_input = lambda video: old_convert(video).double()
     try:
-        logs = trainer.train(max_steps)
+        yield
     finally:
-        trainer.close()
+        torch.set_default_dtype(old_dtype)
+        tr.to_model_input = old_convert
+
+
+def _train_task(rank: int, world: int, out: str, overrides: list[str], max_steps: int, float64: bool = False) -> None:
+    with _float64_training() if float64 else contextlib.nullcontext():
+        trainer = Trainer(tiny_cfg(*overrides), out, progress=False)
+        try:
+            logs = trainer.train(max_steps)
+        finally:
+            trainer.close()
     (Path(out) / f"logs_rank{rank}.json").write_text(json.dumps(logs))
 
 
@@ -203,12 +209,12 @@ def test_slurm_variables_map_to_torchrun_ones(monkeypatch):
 
 
 def test_split_sharding_slices_one_global_stream():
-    glob = iter(KeySampler(50, 6, seed=3, rank=0, start_batch=7))
-    shards = [iter(KeySampler(50, 6, seed=3, rank=0, start_batch=7, shard=(i, 3))) for i in range(3)]
+    glob = iter(BatchKeys(ClipSampler(50, seed=3), 6, start_batch=7))
+    shards = [iter(BatchKeys(ClipSampler(50, seed=3), 6, start_batch=7, shard=(i, 3))) for i in range(3)]
     for _ in range(12):  # across epoch boundaries too
         assert next(glob) == [k for s in shards for k in next(s)]
     # independent (B.1): the replicas' streams differ
-    a, b = iter(KeySampler(50, 4, seed=3, rank=0)), iter(KeySampler(50, 4, seed=3, rank=1))
+    a, b = iter(BatchKeys(ClipSampler(50, seed=3, rank=0), 4)), iter(BatchKeys(ClipSampler(50, seed=3, rank=1), 4))
     assert next(a) != next(b)
 
 
@@ -269,21 +275,31 @@ def _weights(run: Path) -> dict[str, torch.Tensor]:
 
 
 def test_two_processes_train_to_the_weights_of_one_process_on_the_global_batch(tmp_path):
-    # Adam with a small eps takes a step of about lr for every gradient entry, whatever its size, so an
-    # entry that is ~0 up to rounding (a conv bias absorbed by the next BN, a ReLU at its kink) steps
-    # +lr in one run and -lr in the other, and a few such flips grow over steps (they did, in CI, with
-    # eps 1e-4). eps = 1 makes the step ~lr * g, a smooth function of the gradient: the two runs then
-    # differ by what their gradients differ by. lr 1e-2 keeps the weights moving.
-    # g_embed_init is the default (orthogonal): with the shapes preset's "normal", G's first-update
-    # gradients differed by up to ~0.5 % of the largest entry while D agreed to 1e-7; the cause is not
-    # pinned down. G alone with "normal" and cross-replica BN matches the concatenated batch to 5e-6 of
-    # the largest gradient (test_cross_replica_bn_values_and_gradients_match_bn_on_the_concatenated_batch).
-    overrides = ["train.data_sharding=split", "model.cross_replica_bn=true", "train.checkpoint_every=100",
-                 "train.adam_eps=1.0", "train.lr_g=1e-2", "train.lr_d=1e-2", "model.g_embed_init=orthogonal"]
+    # The shapes preset's own settings (g_embed_init "normal"; Adam lr 1e-3, betas (0, 0.99),
+    # eps 1e-8), in float64. In float32 the two runs cannot agree to rounding, and not because of
+    # a bug: they sum in different orders (cross-replica BN statistics, DDP's gradient all_reduce),
+    # so activations differ by ~1e-7 relative, and
+    #  * a ReLU input that lies within that of 0 takes the other side of the kink. With seed 0 one
+    #    entry of groups.1.block2.bn1's output is -1.8e-7 (float64) and +1.5e-7 (float32): its
+    #    gradient is 0 in one run and -5.8e-4 in the other, 3e-3 of that layer's gradient norm,
+    #    and G's first-update gradients then differ by up to 3.6e-4 of their largest entry (0.4 %
+    #    of the gain/bias projections of that BN). The 2-vs-1 float32 difference is the same as
+    #    one process's float32-vs-float64 difference at the same inputs; other seeds (with either
+    #    embedding init) give ~1e-6: the "normal"-only failure was this one unlucky ReLU;
+    #  * Adam with eps 1e-8 steps ~lr * sign(g) for gradient entries that are 0 up to rounding
+    #    (~1e-7 of the largest entry in float32, >> eps): such entries step +lr in one run and -lr
+    #    in the other.
+    # In float64 both effects are ~1e-16 away (rounding far below eps, no activation that close to
+    # a kink): 2 processes agree with 1 to ~1e-15 in gradients after the first update. Weights differ
+    # by up to ~7e-11 after 3 steps: Adam turns the ~1e-15 rounding of gradients that are exactly 0
+    # (e.g. the last group's shortcut bias, absorbed by the output BN) into steps of lr * g / eps.
+    # Needs cross-replica BN to keep float64 (models/layers.py; in fp32 this fails at ~1e-6).
+    overrides = ["train.data_sharding=split", "model.cross_replica_bn=true", "train.checkpoint_every=100"]
     steps = 3
     two, one = tmp_path / "two", tmp_path / "one"
-    ctx = _launch("_train_task", str(two), overrides, steps)
-    logs_one = train(tiny_cfg(*overrides), one, max_steps=steps, progress=False)  # meanwhile, in this process
+    ctx = _launch("_train_task", str(two), overrides, steps, True)
+    with _float64_training():  # meanwhile, in this process
+        logs_one = train(tiny_cfg(*overrides), one, max_steps=steps, progress=False)
     _join(ctx)
 
     info = json.loads((two / "run_info.json").read_text())
@@ -294,9 +310,11 @@ def test_two_processes_train_to_the_weights_of_one_process_on_the_global_batch(t
     assert a.keys() == b.keys()
     assert any(k.startswith("generator_ema.") for k in a) and any(k.startswith("discriminator.") for k in a)
     for k in a:  # parameters of G, EMA G and D, and buffers (BN running statistics, SN vectors)
-        torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=2e-5, msg=k)
+        assert a[k].dtype == torch.float64, k
+        torch.testing.assert_close(a[k], b[k], rtol=1e-9, atol=1e-8, msg=k)
     # the weights did move: this is not a comparison of two initialisations
-    init = Trainer(tiny_cfg(*overrides), tmp_path / "init", progress=False)
+    with _float64_training():
+        init = Trainer(tiny_cfg(*overrides), tmp_path / "init", progress=False)
     moved = init.G.state_dict()["groups.0.block1.conv1.weight"]
     assert not torch.allclose(moved, a["generator.groups.0.block1.conv1.weight"], atol=1e-4)
     init.close()
@@ -305,7 +323,7 @@ def test_two_processes_train_to_the_weights_of_one_process_on_the_global_batch(t
     logs_two = [json.loads((two / f"logs_rank{r}.json").read_text()) for r in range(WORLD)]
     assert logs_two[0] == logs_two[1]
     for k in ("d_loss", "d_loss_spatial", "d_loss_temporal", "g_loss", "d_spatial_real", "d_temporal_fake"):
-        assert logs_two[0][k] == pytest.approx(logs_one[k], rel=1e-4, abs=1e-5), k
+        assert logs_two[0][k] == pytest.approx(logs_one[k], rel=1e-9, abs=1e-10), k
 
 
 def test_a_nonfinite_loss_on_one_rank_makes_every_rank_skip(tmp_path):
@@ -350,36 +368,3 @@ def test_killed_two_process_run_resumes_on_one_process_with_accumulation(tmp_pat
     assert (first["world_size"], first["grad_accum"], first["effective_batch"]) == (2, 1, 4)
     assert (info["world_size"], info["grad_accum"], info["effective_batch"], info["start_step"]) == (1, 2, 4, step)
     assert all(torch.isfinite(p).all() for p in trainer.G.parameters())
-
-
-@pytest.mark.parametrize("context_frames", [0, 2])
-def test_activation_checkpointing_keeps_outputs_gradients_and_bn_statistics(context_frames):
-    from dvdgan.models.prediction import build_generator
-
-    cfg = tiny_model(context_frames=context_frames, num_classes=1 if context_frames else 3)
-    torch.manual_seed(0)
-    nets = [(build_generator(cfg), DualDiscriminator(cfg))]
-    nets.append(tuple(type(m)(cfg) for m in nets[0]))
-    for src, dst in zip(nets[0], nets[1]):
-        dst.load_state_dict(src.state_dict())
-    # G: 2 ConvGRUs + 4 GBlocks (+ 3 DBlocks of the conditioning stack); D: 3 DBlocks in D_S and in D_T
-    assert enable_activation_checkpointing(nets[1][0]) == (9 if context_frames else 6)
-    assert enable_activation_checkpointing(nets[1][1]) == 6
-    z, y = torch.randn(3, cfg.z_dim), torch.zeros(3, dtype=torch.long)
-    ctx = torch.randn(3, context_frames, 3, cfg.resolution, cfg.resolution) if context_frames else None
-    results = []
-    for g, d in nets:
-        fake = g(z, y, ctx) if context_frames else g(z, y)
-        video = torch.cat([ctx, fake], 1) if context_frames else fake
-        torch.manual_seed(1)  # same D_S frame draws
-        s, t = d(video, y)
-        (s.sum() + t.sum()).backward()
-        results.append((fake.detach(), {k: p.grad for k, p in [*g.named_parameters(), *d.named_parameters()]},
-                        dict(g.named_buffers())))
-    (fa, ga, ba), (fb, gb, bb) = results
-    torch.testing.assert_close(fb, fa)
-    for k in ga:
-        torch.testing.assert_close(gb[k], ga[k], msg=k)
-    for k in ba:  # running statistics moved once, not twice (the recomputation restores them)
-        torch.testing.assert_close(bb[k], ba[k], msg=k)
-    assert not torch.equal(ba["out_bn.running_mean"], torch.zeros_like(ba["out_bn.running_mean"]))

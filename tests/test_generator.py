@@ -1,5 +1,6 @@
 """The generator of B.2 and DVD-GAN-FP's (B.4): shapes, tanh range, per-timestep BN, final layers,
-class conditioning, the conditioning stack, and fast == reference formulations."""
+class conditioning (class ids or a given class embedding), the conditioning stack, and the networks
+against their straightforward formulation (models/straightforward.py)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,11 @@ import torch.nn.functional as F
 from dvdgan.models import Generator
 from dvdgan.models.layers import ConditionalBatchNorm, TimestepBatchNorm
 from dvdgan.models.prediction import PredictionGenerator, build_generator
+from dvdgan.models.straightforward import (
+    StraightforwardGenerator,
+    StraightforwardPredictionGenerator,
+    build_straightforward_generator,
+)
 
 B = 2
 
@@ -133,28 +139,51 @@ def test_changing_a_later_timestep_does_not_affect_earlier_frames(tiny_model_con
     assert (a[:, -1] - b[:, -1]).abs().max() > 1e-4
 
 
-@pytest.mark.parametrize("mode", ["train", "eval"])
-def test_fast_and_reference_generators_agree(tiny_model_config, mode):
+def test_class_embedding_replaces_e_of_y(tiny_model_config):
+    """BigGAN-style class interpolation: G takes the class embedding itself; e(y) gives G(z, y)."""
+    cfg = tiny_model_config()
     torch.manual_seed(0)
-    fast = Generator(tiny_model_config(impl="fast"))
-    ref = Generator(tiny_model_config(impl="reference"))
-    ref.load_state_dict(fast.state_dict())
-    cfg = fast.cfg
+    g = Generator(cfg)
+    z, y = _inputs(cfg, b=3)
+    for mode in ("train", "eval"):
+        g.train(mode == "train")
+        with torch.no_grad():
+            by_id = g(z, y)
+            by_embedding = g(z, class_embedding=g.embed(y))
+            halfway = g(z, class_embedding=(g.embed.weight[0] + g.embed.weight[1]).expand(3, -1) / 2)
+        torch.testing.assert_close(by_embedding, by_id, rtol=0, atol=0)
+        assert (halfway - by_id).abs().max() > 1e-4
+    with pytest.raises(ValueError, match="exactly one"):
+        g(z, y, class_embedding=g.embed(y))
+    with pytest.raises(ValueError, match="exactly one"):
+        g(z)
+
+
+@pytest.mark.parametrize("mode", ["train", "eval"])
+def test_generator_equals_its_straightforward_formulation(tiny_model_config, mode):
+    torch.manual_seed(0)
+    oracle = StraightforwardGenerator(tiny_model_config(gru_initial_state="learned"))
+    with torch.no_grad():
+        for p in oracle.parameters():  # learned initial states, biases: nothing at its initial zero
+            p.add_(0.05 * torch.randn_like(p))
+    cfg = oracle.cfg
+    fast = Generator(cfg)
+    fast.load_state_dict(oracle.state_dict())  # the same keys: checkpoints load both ways
     if mode == "eval":
         for s in range(2):
             fast(*_inputs(cfg, seed=20 + s))
-            ref(*_inputs(cfg, seed=20 + s))
+            oracle(*_inputs(cfg, seed=20 + s))
         fast.eval()
-        ref.eval()
+        oracle.eval()
     z, y = _inputs(cfg)
-    a, b = fast(z, y), ref(z, y)
+    a, b = fast(z, y), oracle(z, y)
     torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
     for k, v in fast.state_dict().items():  # running statistics evolve identically
-        torch.testing.assert_close(v, ref.state_dict()[k], rtol=1e-5, atol=1e-5, msg=k)
+        torch.testing.assert_close(v, oracle.state_dict()[k], rtol=1e-5, atol=1e-5, msg=k)
     if mode == "train":
         a.square().mean().backward()
         b.square().mean().backward()
-        for (name, p), q in zip(fast.named_parameters(), ref.parameters()):
+        for (name, p), q in zip(fast.named_parameters(), oracle.parameters()):
             torch.testing.assert_close(p.grad, q.grad, rtol=1e-4, atol=1e-6, msg=name)
 
 
@@ -234,11 +263,14 @@ def test_prediction_output_depends_on_context_and_z(tiny_model_config):
         g(z, y)
 
 
-def test_prediction_fast_and_reference_agree(tiny_model_config):
+def test_prediction_generator_equals_its_straightforward_formulation(tiny_model_config):
     torch.manual_seed(0)
-    fast = build_generator(_fp_config(tiny_model_config, impl="fast"))
-    ref = build_generator(_fp_config(tiny_model_config, impl="reference"))
-    ref.load_state_dict(fast.state_dict())
+    fast = build_generator(_fp_config(tiny_model_config))
+    oracle = build_straightforward_generator(fast.cfg)
+    assert type(oracle) is StraightforwardPredictionGenerator
+    oracle.load_state_dict(fast.state_dict())
     z, y = _inputs(fast.cfg)
     ctx = _context(fast.cfg)
-    torch.testing.assert_close(fast(z, y, ctx), ref(z, y, ctx), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(fast(z, y, ctx), oracle(z, y, ctx), rtol=1e-5, atol=1e-5)
+    e = fast.embed(y).detach()
+    torch.testing.assert_close(fast(z, None, ctx, class_embedding=e), oracle(z, y, ctx), rtol=1e-5, atol=1e-5)

@@ -56,9 +56,44 @@ def test_info_json_for_every_table1_preset(cli_infos, preset):
         assert info["forward_flops_per_video"][name] > 1e9
 
 
-def test_parameter_counts_are_in_the_expected_range(cli_infos):
-    for preset in ("kinetics600-12x64", "kinetics600-48x64"):  # ch = 128, [8, 8, 8, 4, 2]
-        assert 1e8 < cli_infos[preset]["parameters"]["generator"] < 1e9
+def _g_params(m) -> int:
+    """G's parameter count written out from B.2's architecture and the widths ch x multipliers."""
+    w, c = [m.g_ch * k for k in m.g_multipliers], m.z_dim + m.embed_dim
+
+    def cbn(ch):  # class-conditional BN: gain and bias, each a linear map cond -> ch with bias
+        return 2 * (c * ch + ch)
+
+    n = m.num_classes * m.embed_dim + c * 16 * w[0] + 16 * w[0]  # e(y); affine [z; e(y)] -> 4x4 x w0
+    for a, b in zip(w, w[1:]):
+        n += 3 * (2 * a * a * 9 + a)  # ConvGRU: reset, update, candidate: 3x3 convs [h; x] (2a) -> a
+        n += cbn(a) + 9 * a * a + cbn(a) + 9 * a * a + a  # GBlock 1 (a -> a; conv1 has no bias)
+        n += cbn(a) + 9 * a * b + cbn(b) + 9 * b * b + b + a * b + b  # GBlock 2 (a -> b, x2; 1x1 shortcut)
+    return n + cbn(w[-1]) + 9 * w[-1] * 3 + 3  # output BN; 3x3 conv to RGB
+
+
+def _d_params(m, blocks_3d: int) -> int:
+    """D_S (blocks_3d = 0) or D_T: DBlocks of 3x3 (3x3x3) convs with biases, a 1x1 shortcut where
+    the width changes or the block downsamples (all but the last), then linear + class embedding."""
+    w, n = [m.d_ch * k for k in m.d_multipliers], 0
+    for i, b in enumerate(w):
+        a, k = (3 if i == 0 else w[i - 1]), (27 if i < blocks_3d else 9)
+        n += a * b * k + b + b * b * k + b + ((a * b + b) if (a != b or i < len(w) - 1) else 0)
+    return n + w[-1] + 1 + m.num_classes * w[-1]
+
+
+@pytest.mark.parametrize("preset", TABLE1)
+def test_parameter_counts_match_the_architecture(cli_infos, preset):
+    m = get_preset(preset).model
+    prm = cli_infos[preset]["parameters"]
+    assert prm["generator"] == _g_params(m)
+    assert prm["spatial_discriminator"] == _d_params(m, 0)
+    assert prm["temporal_discriminator"] == _d_params(m, m.temporal_d_3d_blocks)
+
+
+def test_parameter_counts_by_hand_and_across_frames(cli_infos):
+    # kinetics600-12x64 (ch 128, G [8, 8, 8, 4, 2], D [2, 4, 8, 16, 16], 600 classes)
+    assert cli_infos["kinetics600-12x64"]["parameters"] == {
+        "generator": 305_425_987, "spatial_discriminator": 154_411_777, "temporal_discriminator": 162_683_137}
     # the number of frames does not change the weights
     assert cli_infos["kinetics600-12x64"]["parameters"] == cli_infos["kinetics600-48x64"]["parameters"]
     assert cli_infos["kinetics600-12x128"]["parameters"] == cli_infos["kinetics600-48x128"]["parameters"]

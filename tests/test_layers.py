@@ -1,7 +1,10 @@
 """Building blocks against the paper: the ConvGRU equations of B.2, BN statistics per timestep (B.2,
-appendix D), spectral norm and orthogonal init (B.3), separable attention (appendix A)."""
+appendix D), spectral norm and orthogonal init (B.3), separable attention (appendix A); every block
+against its straightforward formulation (models/straightforward.py); activation checkpointing."""
 
 from __future__ import annotations
+
+import copy
 
 import pytest
 import torch
@@ -9,17 +12,25 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from dvdgan.models import DualDiscriminator
 from dvdgan.models.layers import (
     ConditionalBatchNorm,
     ConvGRU,
+    DBlock,
+    GBlock,
     SeparableAttention,
     SNConv2d,
     SNConv3d,
     SNEmbedding,
     SNLinear,
     TimestepBatchNorm,
+    conv3x3_avg_pool,
     power_iteration,
+    set_activation_checkpointing,
+    upsample_conv3x3,
 )
+from dvdgan.models.prediction import build_generator
+from dvdgan.models.straightforward import make_straightforward
 
 # --------------------------------------------------------------------------------------------
 # ConvGRU (B.2)
@@ -28,9 +39,9 @@ from dvdgan.models.layers import (
 CIN, CHID, B, T, S = 3, 5, 2, 4, 6  # in != hidden channels, so a swapped [h; x] order cannot pass
 
 
-def _gru(impl: str) -> ConvGRU:
+def _gru(straightforward: bool) -> ConvGRU:
     torch.manual_seed(0)
-    gru = ConvGRU(CIN, CHID, 3, impl=impl)
+    gru = ConvGRU(CIN, CHID, 3)
     with torch.no_grad():
         # Scale the (orthogonal, sigma = 1) weights so that a gate without spectral norm would
         # differ from the reference, and give every gate a non-zero bias.
@@ -38,7 +49,7 @@ def _gru(impl: str) -> ConvGRU:
             conv.weight.mul_(2.0 + i)
             conv.bias.copy_(0.3 * torch.randn_like(conv.bias))
     power_iteration(gru, 20)
-    return gru
+    return make_straightforward(gru) if straightforward else gru
 
 
 def _reference_gru(gru: ConvGRU, x: torch.Tensor, h0: torch.Tensor, frames: int) -> torch.Tensor:
@@ -59,25 +70,23 @@ def _reference_gru(gru: ConvGRU, x: torch.Tensor, h0: torch.Tensor, frames: int)
 
 @pytest.mark.parametrize("shared", [False, True], ids=["per_frame_input", "shared_input"])
 def test_convgru_matches_the_b2_equations(shared):
+    """Both formulations against the equations written out by hand, in float64."""
     torch.manual_seed(1)
     x = torch.randn(B, CIN, S, S) if shared else torch.randn(B, T, CIN, S, S)
-    h0 = torch.randn(B, CHID, S, S)  # non-zero initial state
-    outs = {}
-    for impl in ("reference", "fast"):
-        gru = _gru(impl)
+    x, h0 = x.double(), torch.randn(B, CHID, S, S, dtype=torch.float64)  # non-zero initial state
+    for straightforward in (True, False):
+        gru = _gru(straightforward).double()
         # the layers really are spectrally normalised: sn_weight != weight after the scaling
         assert not torch.allclose(gru.candidate.sn_weight(), gru.candidate.weight, atol=1e-3)
         with torch.no_grad():
-            expected = _reference_gru(gru, x, h0, T)
-            outs[impl] = gru(x, h0, T)
-        assert outs[impl].shape == (B, T, CHID, S, S)
-        torch.testing.assert_close(outs[impl], expected, rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(outs["fast"], outs["reference"], rtol=1e-5, atol=1e-5)
+            out = gru(x, h0, T)
+            assert out.shape == (B, T, CHID, S, S)
+            torch.testing.assert_close(out, _reference_gru(gru, x, h0, T), rtol=1e-10, atol=1e-12)
 
 
-@pytest.mark.parametrize("impl", ["reference", "fast"])
-def test_convgru_candidate_is_relu_not_tanh(impl):
-    gru = _gru(impl)
+@pytest.mark.parametrize("straightforward", [True, False], ids=["straightforward", "fast"])
+def test_convgru_candidate_is_relu_not_tanh(straightforward):
+    gru = _gru(straightforward)
     x, h0 = torch.zeros(B, T, CIN, S, S), torch.zeros(B, CHID, S, S)
     # With x = h = 0 every pre-activation is its bias: h_1 = (1 - sigmoid(b_u)) * rho(b_c).
     with torch.no_grad():
@@ -354,3 +363,144 @@ def test_separable_attention_memory_scales_as_max_of_the_three_axes():
     assert amap2 == 2 * amap
     assert peak2 <= 2.01 * peak
     assert peak2 * 4 <= (16 * 2 * 4) ** 2  # far below one full (HWT)^2 attention map
+
+
+# --------------------------------------------------------------------------------------------
+# Every block against its straightforward formulation (models/straightforward.py), in float64
+# --------------------------------------------------------------------------------------------
+
+
+def _pair(module: nn.Module) -> tuple[nn.Module, nn.Module]:
+    module = module.double()
+    power_iteration(module, 2)
+    return module, make_straightforward(copy.deepcopy(module))
+
+
+def _run(module, inputs, call):
+    xs = [x.detach().double().requires_grad_() if x.is_floating_point() else x for x in inputs]
+    out = call(module, *xs)
+    out = out if isinstance(out, torch.Tensor) else sum(o.sum() for o in out)
+    (out * torch.linspace(-1, 1, out.numel(), dtype=out.dtype).view_as(out)).sum().backward()
+    return out.detach(), [p.grad for p in module.parameters()] + [x.grad for x in xs if x.is_floating_point()]
+
+
+def assert_same_function(module, inputs, call=lambda m, *x: m(*x)):
+    """Outputs, gradients (parameters and inputs) and buffers (BN running statistics) of the
+    block equal those of its straightforward formulation, in training and in eval mode."""
+    fast, oracle = _pair(module)
+    assert type(oracle) is not type(fast) and oracle.state_dict().keys() == fast.state_dict().keys()
+    for train in (True, False):
+        fast.train(train)
+        oracle.train(train)
+        of, gf = _run(fast, inputs, call)
+        oo, go = _run(oracle, inputs, call)
+        torch.testing.assert_close(of, oo, rtol=1e-9, atol=1e-10)
+        assert len(gf) == len(go)
+        for a, b in zip(gf, go):
+            assert (a is None) == (b is None)
+            if a is not None:
+                torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-10)
+        for a, b in zip(fast.buffers(), oracle.buffers()):
+            torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-10)
+        fast.zero_grad(set_to_none=True)
+        oracle.zero_grad(set_to_none=True)
+
+
+@pytest.mark.parametrize("dims,pool", [(2, (2, 2)), (3, (2, 2, 2)), (3, (1, 2, 2))])
+def test_conv3x3_avg_pool_is_the_literal_composition(dims, pool):
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, *((6,) if dims == 3 else ()), 8, 10, dtype=torch.double)
+    w = torch.randn(5, 3, *(3,) * dims, dtype=torch.double)
+    b = torch.randn(5, dtype=torch.double)
+    conv, avg = (F.conv2d, F.avg_pool2d) if dims == 2 else (F.conv3d, F.avg_pool3d)
+    torch.testing.assert_close(conv3x3_avg_pool(x, w, b, pool), avg(conv(x, w, b, padding=1), pool))
+
+
+def test_conv3x3_avg_pool_odd_size_2d_floor_mode():
+    x = torch.randn(1, 2, 7, 9, dtype=torch.double)
+    w = torch.randn(3, 2, 3, 3, dtype=torch.double)
+    torch.testing.assert_close(conv3x3_avg_pool(x, w, None, (2, 2)), F.avg_pool2d(F.conv2d(x, w, padding=1), 2))
+
+
+def test_upsample_conv3x3_is_the_literal_composition():
+    torch.manual_seed(0)
+    x = torch.randn(3, 4, 5, 7, dtype=torch.double)
+    w = torch.randn(6, 4, 3, 3, dtype=torch.double)
+    b = torch.randn(6, dtype=torch.double)
+    ref = F.conv2d(F.interpolate(x, scale_factor=2, mode="nearest"), w, b, padding=1)
+    torch.testing.assert_close(upsample_conv3x3(x, w, b), ref)
+
+
+def test_conditional_bn_equals_straightforward():
+    torch.manual_seed(0)
+    bn = ConditionalBatchNorm(5, cond_dim=6, frames=3)
+    assert_same_function(bn, [torch.randn(2 * 3, 5, 4, 4), torch.randn(2, 6)])
+
+
+@pytest.mark.parametrize("upsample,in_ch,out_ch", [(True, 6, 4), (False, 4, 4), (False, 4, 6)])
+def test_gblock_equals_straightforward(upsample, in_ch, out_ch):
+    torch.manual_seed(0)
+    blk = GBlock(in_ch, out_ch, cond_dim=5, frames=3, upsample=upsample)
+    assert_same_function(blk, [torch.randn(2 * 3, in_ch, 4, 4), torch.randn(2, 5)])
+
+
+@pytest.mark.parametrize("dims,preact,down,time_down,t", [
+    (2, False, True, False, 1), (2, True, True, False, 1), (2, True, False, False, 1),
+    (3, False, True, True, 4), (3, True, True, True, 3), (3, True, True, False, 4), (3, True, True, True, 1),
+])
+def test_dblock_equals_straightforward(dims, preact, down, time_down, t):
+    torch.manual_seed(0)
+    blk = DBlock(3, 5, downsample=down, preactivation=preact, dims=dims, downsample_time=time_down)
+    shape = (2, 3, t, 8, 8) if dims == 3 else (4, 3, 8, 8)
+    assert_same_function(blk, [torch.randn(shape)])
+
+
+@pytest.mark.parametrize("shared", [True, False])
+def test_convgru_equals_straightforward_from_a_zero_state(shared):
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 5, 5) if shared else torch.randn(2, 4, 3, 5, 5)
+    assert_same_function(ConvGRU(3, 4), [x], lambda m, x: m(x, None, 4))
+    fast, oracle = _pair(ConvGRU(3, 4))  # h0 = None is the zero state
+    torch.testing.assert_close(fast(x.double(), None, 4), oracle(x.double(), torch.zeros(2, 4, 5, 5).double(), 4),
+                               rtol=1e-9, atol=1e-10)
+
+
+# --------------------------------------------------------------------------------------------
+# Activation checkpointing: a per-block option, the same function and running statistics
+# --------------------------------------------------------------------------------------------
+
+
+def test_activation_checkpointing_changes_nothing_but_memory(tiny_model_config):
+    cfg = tiny_model_config(context_frames=2, num_classes=1, d_attention=(4,))  # G, conditioning stack, D
+    torch.manual_seed(0)
+    nets = {"g": build_generator(cfg).double(), "d": DualDiscriminator(cfg).double()}
+    gen = torch.Generator().manual_seed(1)
+    z = torch.randn(3, cfg.z_dim, generator=gen, dtype=torch.float64)
+    y = torch.zeros(3, dtype=torch.long)
+    ctx = torch.rand(3, 2, 3, 16, 16, generator=gen, dtype=torch.float64)
+    results = {}
+    for enabled in (False, True):
+        g, d = copy.deepcopy(nets["g"]), copy.deepcopy(nets["d"])
+        n = set_activation_checkpointing(g, enabled) + set_activation_checkpointing(d, enabled)
+        assert n == 2 * cfg.num_groups + cfg.num_groups + 3 * len(cfg.d_multipliers)  # GRUs, GBlocks, DBlocks
+        recomputed = []
+        for blk in g.modules():
+            if isinstance(blk, GBlock):
+                blk.bn1.register_forward_hook(lambda m, a, o, seen=recomputed: seen.append(m))  # inside
+        video = torch.cat([ctx, g(z, y, ctx)], 1)
+        ds, dt = d(video, y, frame_indices=torch.tensor([[2, 4]] * 3))
+        loss = (ds - 2 * dt).sum()
+        forwards = len(recomputed)
+        loss.backward()
+        assert len(recomputed) == (2 * forwards if enabled else forwards)  # the blocks really ran again
+        results[enabled] = (loss.detach(), [p.grad for p in [*g.parameters(), *d.parameters()]],
+                            [b.clone() for b in g.buffers()])
+    (l0, g0, b0), (l1, g1, b1) = results[False], results[True]
+    torch.testing.assert_close(l1, l0, rtol=0, atol=0)
+    for a, b in zip(g1, g0):
+        assert (a is None) == (b is None)
+        if a is not None:
+            torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-14)
+    for a, b in zip(b1, b0):  # BN running statistics moved once, as without checkpointing
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    assert any(not torch.equal(a, b) for a, b in zip(b0, nets["g"].buffers()))  # ... and they did move

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -173,16 +174,43 @@ def test_detector_too_few_frames(tmp_path):
         det.logits(torch.zeros(1, 8, 64, 64, 3, dtype=torch.uint8))
 
 
+def _bilinear_matrix(n_in: int, n_out: int, half_pixel: bool) -> np.ndarray:
+    """[n_out, n_in] weights of 1-D bilinear resampling, written out from the definitions:
+    TF1 resize_bilinear (align_corners=False, half_pixel_centers=False): src = dst * in / out;
+    half-pixel centres (torch align_corners=False, PIL, TF2): src = (dst + 0.5) * in / out - 0.5,
+    clamped at 0. Neighbours past the last pixel repeat it."""
+    m = np.zeros((n_out, n_in))
+    for d in range(n_out):
+        src = (d + 0.5) * n_in / n_out - 0.5 if half_pixel else d * n_in / n_out
+        src = max(src, 0.0)
+        i0 = min(int(np.floor(src)), n_in - 1)
+        frac = src - i0
+        m[d, i0] += 1 - frac
+        m[d, min(i0 + 1, n_in - 1)] += frac
+    return m
+
+
 def test_tf_resize_and_fvd_preprocess():
     x = torch.arange(4.0).reshape(1, 1, 1, 4)
     # TF1 resize_bilinear (align_corners=False, half_pixel_centers=False): src = dst * in / out
     torch.testing.assert_close(resize_bilinear_tf(x, (1, 8)).flatten(),
                                torch.tensor([0, 0.5, 1, 1.5, 2, 2.5, 3, 3]))
     torch.testing.assert_close(resize_bilinear_tf(x, (1, 2)).flatten(), torch.tensor([0.0, 2.0]))
-    v = torch.full((2, 3, 5, 7, 3), 255, dtype=torch.uint8)
-    v[..., 0] = 0
-    out = fvd_preprocess(v)
-    assert out.shape == (2, 3, 3, 224, 224)
-    assert torch.all(out[:, 0] == -1) and torch.all(out[:, 1:] == 1)
-    out_t = fvd_preprocess(v, resize="torch")
-    torch.testing.assert_close(out, out_t)
+    # Structured frames (every pixel, channel and frame different), not constants that any resize
+    # keeps: each output frame must be M_h @ frame @ M_w^T with the documented convention, mapped
+    # to [-1, 1], in the layout [B, 3, T, 224, 224].
+    v = torch.randint(0, 256, (2, 3, 5, 7, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    frames = v.double().numpy()
+    for resize, half_pixel in (("tf", False), ("torch", True)):
+        mh, mw = _bilinear_matrix(5, 224, half_pixel), _bilinear_matrix(7, 224, half_pixel)
+        ref = np.einsum("oh,bthwc,pw->bctop", mh, frames, mw) / 127.5 - 1.0
+        out = fvd_preprocess(v, resize=resize)
+        assert out.shape == (2, 3, 3, 224, 224) and out.dtype == torch.float32
+        torch.testing.assert_close(out.double(), torch.from_numpy(ref), rtol=0, atol=1e-5, msg=resize)
+    # the two conventions really differ on such frames (so each comparison above can fail)
+    assert (fvd_preprocess(v, resize="tf") - fvd_preprocess(v, resize="torch")).abs().max() > 0.1
+    # no resize at the detector's own size: the values are only mapped to [-1, 1]
+    same = torch.randint(0, 256, (1, 2, 224, 224, 3), dtype=torch.uint8)
+    for resize in ("tf", "torch"):
+        torch.testing.assert_close(fvd_preprocess(same, resize=resize),
+                                   same.permute(0, 4, 1, 2, 3).float() / 127.5 - 1.0, rtol=0, atol=1e-6)

@@ -148,7 +148,7 @@ def _member(frames: torch.Tensor, pool: torch.Tensor) -> torch.Tensor:
 def test_discriminators_see_what_b4_says(tmp_path):
     cfg = tiny_fp_cfg()
     trainer = Trainer(cfg, tmp_path, progress=False, dataset=NoiseClips())
-    it = trainer._build_data()
+    it = trainer.data_loader()
     log: dict[str, list] = {"g_out": [], "g_y": [], "ds": [], "ds_y": [], "dt": [], "dt_y": [], "reals": []}
     g_forward, ds_score, dt_forward = trainer.G.forward, trainer.D.spatial.score_frames, trainer.D.temporal.forward
     next_real = trainer._next_real
@@ -177,8 +177,8 @@ def test_discriminators_see_what_b4_says(tmp_path):
     trainer.G.forward, trainer.D.spatial.score_frames, trainer.D.temporal.forward = g_hook, ds_hook, dt_hook
     trainer._next_real = real_hook
     for _ in range(2):
-        trainer.d_step(it)
-    trainer.g_step(it)
+        trainer.d_update(it)
+    trainer.g_update(it)
     trainer.close()
 
     b, k = trainer.per_replica_batch, cfg.model.frames_per_spatial_d

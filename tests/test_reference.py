@@ -156,7 +156,7 @@ def test_training_augmentation_degrades_frames_but_keeps_motion():
     frame: the foreground centroid of every frame stays where it was, values stay in [-1, 1]."""
     videos, _ = MovingShapes("train", FRAMES, RES, 64).batch(range(64))
     x = to_model_input(videos)
-    y = reference._augment(x, torch.Generator().manual_seed(0))
+    y = reference.degrade_clips(x, torch.Generator().manual_seed(0))
     assert y.shape == x.shape and y.min() >= -1 and y.max() <= 1
     changed = (y - x).abs().flatten(1).amax(1) > 0
     assert 0.25 < changed.float().mean() < 0.75  # about half of the batch is degraded

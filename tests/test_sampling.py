@@ -11,6 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
+from conftest import TINY
 from dvdgan.checkpoint import list_checkpoints, save_checkpoint
 from dvdgan.cli import main
 from dvdgan.config import apply_overrides, get_preset
@@ -18,11 +19,11 @@ from dvdgan.errors import DvdganError
 from dvdgan.models.prediction import build_generator
 from dvdgan.sampling import (
     generate,
-    generate_from_checkpoint,
     interpolate_class,
     interpolate_latent,
     load_generator,
     resolve_classes,
+    sample,
     sample_z,
     write_interpolation,
     write_samples,
@@ -30,12 +31,6 @@ from dvdgan.sampling import (
 from dvdgan.training import train
 from dvdgan.video_io import frames_image, make_grid, time_image, upscale
 
-TINY = [
-    "model.resolution=16", "model.frames=4", "model.g_ch=4", "model.g_multipliers=4,4,2", "model.d_ch=4",
-    "model.d_multipliers=2,4,4", "model.frames_per_spatial_d=2", "model.z_dim=8", "model.embed_dim=8",
-    "train.batch_size=4", "train.sample_every=0", "train.log_every=1", "train.ema_start=2", "train.ema_decay=0.9",
-    "data.shapes_train_size=64", "data.shapes_test_size=32",
-]
 T, R = 4, 16  # frames and resolution of the TINY model
 
 
@@ -80,27 +75,27 @@ def noise_videos(n: int, t: int, h: int, seed: int = 0) -> torch.Tensor:
 
 
 def test_same_seed_same_pixels_and_legacy_generate_agrees(run_dir):
-    a = generate_from_checkpoint(run_dir, classes=[0, "triangle-rightward"], n=4, truncation=0.8, seed=3)
-    b = generate_from_checkpoint(run_dir, classes=[0, 2], n=4, truncation=0.8, seed=3, batch_size=4)
+    a = generate(run_dir, classes=[0, "triangle-rightward"], n=4, truncation=0.8, seed=3)
+    b = generate(run_dir, classes=[0, 2], n=4, truncation=0.8, seed=3, batch_size=4)
     assert a.dtype == torch.uint8 and a.shape == (4, T, R, R, 3)
     assert torch.equal(a, b)
-    assert not torch.equal(a, generate_from_checkpoint(run_dir, classes=[0, 2], n=4, truncation=0.8, seed=4))
+    assert not torch.equal(a, generate(run_dir, classes=[0, 2], n=4, truncation=0.8, seed=4))
     g, cfg = load_generator(run_dir)
-    videos, labels = generate(g, cfg, classes=[0, 2], n=4, truncation=0.8, seed=3)  # unchanged API
+    videos, labels = sample(g, cfg, classes=[0, 2], n=4, truncation=0.8, seed=3)  # unchanged API
     assert torch.equal(videos, a) and labels.tolist() == [0, 2, 0, 2]
-    assert torch.equal(generate_from_checkpoint(g, classes=[0, 2], n=4, truncation=0.8, seed=3), a)
-    raw = generate_from_checkpoint(run_dir, classes=[0, 2], n=4, truncation=0.8, seed=3, ema=False)
+    assert torch.equal(generate(g, classes=[0, 2], n=4, truncation=0.8, seed=3), a)
+    raw = generate(run_dir, classes=[0, 2], n=4, truncation=0.8, seed=3, ema=False)
     assert raw.shape == a.shape
 
 
 def test_truncation_zero_collapses_a_class_and_variance_grows_with_truncation(run_dir):
     g, cfg = load_generator(run_dir)
-    zero = generate_from_checkpoint((g, cfg), classes=[1, 4], n=6, truncation=0.0, seed=0)
+    zero = generate((g, cfg), classes=[1, 4], n=6, truncation=0.0, seed=0)
     assert all(torch.equal(zero[i], zero[i % 2]) for i in range(6))
     assert not torch.equal(zero[0], zero[1])
 
     def spread(s: float) -> float:
-        v = generate_from_checkpoint((g, cfg), classes=[1], n=8, truncation=s, seed=1).float()
+        v = generate((g, cfg), classes=[1], n=8, truncation=s, seed=1).float()
         return v.var(0).mean().item()
 
     assert spread(0.0) == 0.0
@@ -130,14 +125,14 @@ def test_interpolations(run_dir):
     lat = interpolate_latent(run_dir, "cross-rightward", steps=5, truncation=0.9, seed=2)
     assert lat.shape == (5, T, R, R, 3) and lat.dtype == torch.uint8
     z = sample_z(2, cfg.model.z_dim, 0.9, torch.Generator().manual_seed(2))
-    ends, _ = generate(g, cfg, classes=[4], n=2, z=z)
+    ends, _ = sample(g, cfg, classes=[4], n=2, z=z)
     assert (lat[[0, -1]].int() - ends.int()).abs().max() <= 1
     assert not torch.equal(lat[0], lat[2])
 
     cls = interpolate_class(run_dir, 0, "cross-leftward", steps=4, truncation=0.7, seed=5)
     assert cls.shape == (4, T, R, R, 3)
     z1 = sample_z(1, cfg.model.z_dim, 0.7, torch.Generator().manual_seed(5))
-    ends, _ = generate(g, cfg, classes=[0, 5], n=2, z=z1.expand(2, -1))
+    ends, _ = sample(g, cfg, classes=[0, 5], n=2, z=z1.expand(2, -1))
     assert (cls[[0, -1]].int() - ends.int()).abs().max() <= 1  # e(y) ends = ordinary samples
     assert not torch.equal(cls[1], cls[0]) and not torch.equal(cls[1], cls[-1])
 
@@ -213,7 +208,7 @@ def test_cli_sample_end_to_end(run_dir, tmp_path, capsys):
     assert (out / "frames_00000_square-rightward.png").exists()
     assert len(list(out.glob("sample_*_triangle-rightward.mp4"))) == 2
     # the CLI's pixels are the API's
-    api = generate_from_checkpoint(run_dir, classes=[0, 2], n=4, seed=7)
+    api = generate(run_dir, classes=[0, 2], n=4, seed=7)
     first = np.asarray(Image.open(out / "first_frames.png"))
     grid_w = 2 * (2 * (R + 1) + 1)
     assert np.array_equal(first[:, -grid_w:], upscale(make_grid(api[[0, 2, 1, 3]][:, :1], nrow=2), 2)[0])
@@ -269,3 +264,17 @@ def test_cli_errors_are_one_line(case, extra, expect, run_dir, broken_checkpoint
     assert err.startswith("dvdgan sample: error: ") and err.count("\n") == 1, err
     assert expect in err
     assert not (tmp_path / "o").exists()
+
+
+def test_sampling_does_not_import_the_trainer():
+    """Checkpoint I/O lives in dvdgan.checkpoint: sampling never loads the training package."""
+    import subprocess
+    import sys
+
+    code = ("import sys, dvdgan.sampling, dvdgan.commands.sample; "
+            "print(sorted(m for m in sys.modules if m.startswith('dvdgan.training')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]", out
+    import dvdgan
+
+    assert dvdgan.generate is generate and callable(dvdgan.train)

@@ -6,9 +6,10 @@ Sections (``sections=`` / ``--only``):
 
 ``step``
     One training step (``train.d_steps`` D updates and one G update, EMA update included) at the
-    benchmarked preset: the optimised formulation (``model.impl=fast``; on CUDA also
-    ``train.compile`` and ``train.bf16``) against the straightforward one
-    (``model.impl=reference``, eager fp32), same weights, same inputs. Seconds, videos per
+    benchmarked preset: the optimised formulation (:meth:`dvdgan.training.Trainer.train_step`;
+    on CUDA also ``train.compile`` and ``train.bf16``) against the straightforward one
+    (:class:`StraightforwardStep` with :mod:`dvdgan.models.straightforward`, eager fp32), same
+    weights, same inputs. Seconds, videos per
     second (the G-update batch over the step time), peak memory (CPU: the process's peak resident
     set during the step, VmHWM after resetting it; CUDA: ``torch.cuda.max_memory_allocated``).
     Real batches are fixed random clips already in memory: data loading is the ``data``
@@ -42,6 +43,7 @@ Sections (``sections=`` / ``--only``):
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import json
 import math
@@ -61,6 +63,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from dvdgan.config import Config, ModelConfig, apply_overrides, get_preset, load_config
+from dvdgan.data.transforms import to_model_input
 from dvdgan.errors import DvdganError
 
 SECTIONS = ("step", "step64", "flops", "sample", "dual", "data")
@@ -204,13 +207,21 @@ def count_flops(fn: Callable[[], Any]) -> int:
 
 
 class FixedBatches:
-    """An endless iterator of the same real batch (uint8 clips as the data loader yields them)."""
+    """An endless iterator of the same real batch (uint8 clips as the data loader yields them); also
+    the trainer's dataset (its clips, its class count), which the benchmark never loads from."""
 
     def __init__(self, model: ModelConfig, batch: int, seed: int = 0):
         g = torch.Generator().manual_seed(seed)
         shape = (batch, model.total_frames, model.resolution, model.resolution, 3)
         self.video = torch.randint(0, 256, shape, dtype=torch.uint8, generator=g)
         self.label = torch.randint(0, model.num_classes, (batch,), generator=g)
+        self.num_classes = model.num_classes
+
+    def __len__(self) -> int:
+        return len(self.video)
+
+    def __getitem__(self, i: int):
+        return self.video[i], int(self.label[i])
 
     def __iter__(self) -> Iterator:
         return self
@@ -219,39 +230,86 @@ class FixedBatches:
         return self.video, self.label
 
 
-def build_trainer(cfg: Config, impl: str, batch: int, device: str, out_dir: str | Path, *,
-                  optimised_cuda: bool = False):
-    """A Trainer for benchmarking: ``impl`` "fast" or "reference"; with ``optimised_cuda`` the
-    fast formulation also gets train.compile and train.bf16 (CUDA only)."""
+def build_trainer(cfg: Config, batch: int, device: str, out_dir: str | Path, *, optimised_cuda: bool = False):
+    """A Trainer for benchmarking; with ``optimised_cuda`` also train.compile and train.bf16."""
     from dvdgan.training import Trainer
 
-    extra = [f"model.impl={impl}", f"train.per_replica_batch={batch}", f"train.device={device}",
-             "train.sample_every=0", "train.eval_every=0", "train.compile=false", "train.bf16=false"]
-    if optimised_cuda:
-        extra += ["train.compile=true", "train.bf16=true"]
-    cfg = apply_overrides(cfg, extra)
-    return Trainer(cfg, out_dir, progress=False)
+    extra = [f"train.per_replica_batch={batch}", f"train.device={device}", "train.sample_every=0",
+             "train.eval_every=0", f"train.compile={optimised_cuda}", f"train.bf16={optimised_cuda}"]
+    return Trainer(apply_overrides(cfg, extra), out_dir, progress=False, dataset=FixedBatches(cfg.model, batch))
 
 
-def train_step(trainer) -> None:
-    """What one iteration of Trainer.train does: d_steps D updates, one G update, the EMA update."""
-    from dvdgan.training.ema import ema_decay_at, update_ema
+class StraightforwardStep:
+    """The baseline of every speed-up: one training step as a plain re-implementation writes it,
+    with the networks of :mod:`dvdgan.models.straightforward` holding ``trainer``'s weights: G's
+    graph is built in the D updates and detached, D's weight gradients are computed in the G update
+    and thrown away, every block is the literal sequence of the paper's operations. It draws z, y
+    and D_S's frames from the global RNG in the trainer's order, so from the same seed both compute
+    the same update (tests/test_training.py)."""
 
-    t = trainer.cfg.train
-    it = trainer._bench_batches
-    trainer.G.train()
-    trainer.D.train()
-    for _ in range(t.d_steps):
-        trainer.d_step(it)
-    trainer.g_step(it)
-    trainer.step += 1
-    update_ema(trainer.G_ema, trainer.G, ema_decay_at(trainer.step, t.ema_decay, t.ema_start))
+    def __init__(self, trainer):
+        from dvdgan.models.straightforward import StraightforwardDualDiscriminator, build_straightforward_generator
+
+        self.cfg, self.device = trainer.cfg, trainer.device
+        m, t = self.cfg.model, self.cfg.train
+        self.G = build_straightforward_generator(m).to(self.device)
+        self.D = StraightforwardDualDiscriminator(m).to(self.device)
+        self.G.load_state_dict(trainer.G.state_dict())
+        self.D.load_state_dict(trainer.D.state_dict())
+        self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False)
+        self.opt_g = torch.optim.Adam(self.G.parameters(), lr=t.lr_g, betas=tuple(t.adam_betas), eps=t.adam_eps)
+        self.opt_d = torch.optim.Adam(self.D.parameters(), lr=t.lr_d, betas=tuple(t.adam_betas), eps=t.adam_eps)
+        self.batch, self.step = trainer.per_replica_batch, 0
+
+    def _draw(self, batches: Iterator):
+        m = self.cfg.model
+        video, label = next(batches)
+        real = to_model_input(video.to(self.device))
+        y_real = label.to(self.device).long()
+        context = real[:, :m.context_frames] if m.context_frames else None
+        z = torch.randn(len(real), m.z_dim).to(self.device)
+        y = torch.randint(m.num_classes, (len(real),)).to(self.device)
+        if m.context_frames:
+            y, y_real = torch.zeros_like(y), torch.zeros_like(y_real)
+        return real, y_real, context, z, y
+
+    def __call__(self, batches: Iterator) -> None:
+        from dvdgan.losses import dual_d_loss, dual_g_loss
+        from dvdgan.models import power_iteration
+        from dvdgan.models.prediction import full_video
+        from dvdgan.training.ema import ema_decay_at, update_ema
+
+        m, t, G, D = self.cfg.model, self.cfg.train, self.G, self.D
+        G.train()
+        D.train()
+        for _ in range(t.d_steps):
+            power_iteration(D, m.sn_power_iterations)
+            self.opt_d.zero_grad(set_to_none=True)
+            real, y_real, context, z, y = self._draw(batches)
+            fake = full_video(G, z, y, context).detach()
+            s, tt = D(torch.cat([real, fake]), torch.cat([y_real, y]))
+            b = len(real)
+            dual_d_loss((s[:b], tt[:b]), (s[b:], tt[b:]))[0].backward()
+            self.opt_d.step()
+        power_iteration(G, m.sn_power_iterations)
+        self.opt_g.zero_grad(set_to_none=True)
+        if m.context_frames:
+            _, _, context, z, y = self._draw(batches)
+        else:
+            z = torch.randn(self.batch, m.z_dim).to(self.device)
+            y = torch.randint(m.num_classes, (len(z),)).to(self.device)
+            context = None
+        dual_g_loss(D(full_video(G, z, y, context), y))[0].backward()
+        self.opt_g.step()
+        self.opt_d.zero_grad(set_to_none=True)
+        self.step += 1
+        update_ema(self.G_ema, G, ema_decay_at(self.step, t.ema_decay, t.ema_start))
 
 
-def _seeded_step(trainer, seed: int) -> Callable[[], None]:
+def _seeded_step(step: Callable[[Iterator], Any], batches: Iterator, seed: int) -> Callable[[], None]:
     def run():
         torch.manual_seed(seed)  # same z, classes and D_S frames for every variant
-        train_step(trainer)
+        step(batches)
 
     return run
 
@@ -269,39 +327,40 @@ def bench_step(cfg: Config, batch: int, device: torch.device, opts: BenchOptions
     """Optimised vs straightforward training step, interleaved, medians."""
     tmp = Path(tempfile.mkdtemp(prefix="dvdgan-bench-"))
     cuda = device.type == "cuda"
-    variants = {"optimised": ("fast", cuda), "reference": ("reference", False)}
-    if cuda:
-        variants["fast_fp32_eager"] = ("fast", False)
-    trainers = {}
+    trainers, steps = {}, {}
     try:
-        for name, (impl, opt) in variants.items():
-            tr = build_trainer(cfg, impl, batch, str(device), tmp / name, optimised_cuda=opt)
-            tr._bench_batches = FixedBatches(tr.cfg.model, batch)
-            trainers[name] = tr
-        bar = _Bar(len(trainers) * (max(opts.warmup, 2 if cuda else 0) + repeats), f"{label}: training step",
+        trainers["optimised"] = build_trainer(cfg, batch, str(device), tmp / "optimised", optimised_cuda=cuda)
+        if cuda:
+            trainers["fast_fp32_eager"] = build_trainer(cfg, batch, str(device), tmp / "fp32")
+        for name, tr in trainers.items():
+            steps[name] = tr.train_step
+        steps["reference"] = StraightforwardStep(trainers["optimised"])
+        batches = FixedBatches(cfg.model, batch)
+        optimised = {name: name == "optimised" and cuda for name in steps}
+        bar = _Bar(len(steps) * (max(opts.warmup, 2 if cuda else 0) + repeats), f"{label}: training step",
                    opts.progress)
-        times: dict[str, list[float]] = {k: [] for k in trainers}
+        times: dict[str, list[float]] = {k: [] for k in steps}
         peaks: dict[str, _PeakMemory] = {}
         warmup = max(opts.warmup, 2) if cuda else opts.warmup  # compilation, autotuning
-        for name, tr in trainers.items():  # warm-up (and, with compile, compilation)
+        for name, step in steps.items():  # warm-up (and, with compile, compilation)
             for w in range(warmup):
                 if w == warmup - 1:
                     with _PeakMemory(device) as pm:
-                        _seeded_step(tr, 1000 + w)()
+                        _seeded_step(step, batches, 1000 + w)()
                     peaks[name] = pm
                 else:
-                    _seeded_step(tr, 1000 + w)()
+                    _seeded_step(step, batches, 1000 + w)()
                 bar.update()
-        names = list(trainers)
+        names = list(steps)
         for r in range(repeats):
             order = names if r % 2 == 0 else names[::-1]
             for name in order:
                 if name not in peaks:
                     with _PeakMemory(device) as pm:
-                        times[name].append(_timed(_seeded_step(trainers[name], r), device))
+                        times[name].append(_timed(_seeded_step(steps[name], batches, r), device))
                     peaks[name] = pm
                 else:
-                    times[name].append(_timed(_seeded_step(trainers[name], r), device))
+                    times[name].append(_timed(_seeded_step(steps[name], batches, r), device))
                 bar.update()
             ctx["matmul_samples"].append(matmul_flops_per_s(device, opts.matmul_size))
         bar.close()
@@ -311,21 +370,21 @@ def bench_step(cfg: Config, batch: int, device: torch.device, opts: BenchOptions
             "g_ch": cfg.model.g_ch, "d_ch": cfg.model.d_ch, "per_replica_batch": batch,
             "d_steps": cfg.train.d_steps, "repeats": repeats,
         }
-        for name in trainers:
+        for name in steps:
             s = _median(times[name])
             out[name] = {
                 "seconds": s, "videos_per_s": batch / s, "all_seconds": times[name],
                 "peak_memory_mb": peaks[name].mb, "memory_kind": peaks[name].kind,
-                "impl": variants[name][0],
-                "compile": bool(variants[name][1]), "bf16": bool(variants[name][1]),
+                "formulation": "straightforward" if name == "reference" else "optimised",
+                "compile": optimised[name], "bf16": optimised[name],
             }
         out["speedup"] = out["reference"]["seconds"] / out["optimised"]["seconds"]
         out["data_demand_clips_per_s"] = batch * cfg.train.d_steps / out["optimised"]["seconds"]
         # FLOPs of the step as executed by each formulation (eager fp32: what the counter sees)
         count_on = "fast_fp32_eager" if cuda else "optimised"
         if "flops" in opts.sections:
-            out["flops_per_step"] = count_flops(_seeded_step(trainers[count_on], 7))
-            out["reference_flops_per_step"] = count_flops(_seeded_step(trainers["reference"], 7))
+            out["flops_per_step"] = count_flops(_seeded_step(steps[count_on], batches, 7))
+            out["reference_flops_per_step"] = count_flops(_seeded_step(steps["reference"], batches, 7))
         return out
     finally:
         for tr in trainers.values():
@@ -406,7 +465,7 @@ def bench_sample(device: torch.device, opts: BenchOptions) -> dict[str, Any]:
     cfg = get_preset(SAMPLE_PRESET)
     cuda = device.type == "cuda"
     frames = opts.sample_frames or (SAMPLE_FRAMES if cuda else 2)
-    model = dataclasses.replace(cfg.model, frames=frames, impl="fast")
+    model = dataclasses.replace(cfg.model, frames=frames)
     if opts.sample_ch:
         model = dataclasses.replace(model, g_ch=opts.sample_ch)
     g = build_eval_generator(model, device)
@@ -535,6 +594,7 @@ def _d_time(d: nn.Module, video: torch.Tensor, y: torch.Tensor, device: torch.de
 
 def bench_dual(base: ModelConfig, device: torch.device, opts: BenchOptions) -> dict[str, Any]:
     from dvdgan.models import DualDiscriminator
+    from dvdgan.models.straightforward import make_straightforward
 
     cuda = device.type == "cuda"
     ch = opts.dual_ch if opts.dual_ch is not None else (None if cuda else 16)
@@ -545,10 +605,11 @@ def bench_dual(base: ModelConfig, device: torch.device, opts: BenchOptions) -> d
         key = f"{frames}x{res}x{res}"
         paper = _dual_model(base, frames, res, None)
         flops: dict[str, dict[str, int]] = {}
-        with torch.device("meta"):  # "fast": as timed below; "reference": the literal formulation
-            for impl, suffix in (("fast", ""), ("reference", "_reference")):
-                pm = dataclasses.replace(paper, impl=impl)
-                for name, d in (("dual", DualDiscriminator(pm)), ("full_3d", FullVideoDiscriminator(pm))):
+        with torch.device("meta"):  # "": as timed below; "_reference": the straightforward formulation
+            for straightforward, suffix in ((False, ""), (True, "_reference")):
+                for name, d in (("dual", DualDiscriminator(paper)), ("full_3d", FullVideoDiscriminator(paper))):
+                    if straightforward:
+                        d = make_straightforward(d)
                     v = torch.empty(1, frames, 3, res, res)
                     fl = _d_flops(d, v, torch.zeros(1, dtype=torch.long))
                     flops[name + suffix] = {"forward": fl[0], "forward_backward": fl[1]}
@@ -828,5 +889,5 @@ def write_json(result: dict[str, Any], path: str | Path) -> None:
     p.write_text(json.dumps(result, indent=2, default=float) + "\n")
 
 
-__all__ = ["BenchOptions", "SECTIONS", "run_bench", "format_table", "write_json", "train_step", "build_trainer",
-           "FullVideoDiscriminator", "matmul_flops_per_s", "count_flops"]
+__all__ = ["BenchOptions", "SECTIONS", "run_bench", "format_table", "write_json", "StraightforwardStep",
+           "build_trainer", "FullVideoDiscriminator", "matmul_flops_per_s", "count_flops"]

@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import re
 import typing
+import warnings
 from dataclasses import dataclass, field, fields, is_dataclass
 from typing import Any
 
@@ -58,9 +61,6 @@ class ModelConfig:
     sn_eps: float = 1e-6
     sn_power_iterations: int = 1
     cross_replica_bn: bool = False  # silent: BN statistics over the global batch (BigGAN did)
-    # "fast" = batched ConvGRU input convolutions and one SN power iteration per update;
-    # "reference" = the straightforward formulation (same function, slower).
-    impl: str = "fast"
 
     @property
     def num_groups(self) -> int:
@@ -82,7 +82,7 @@ class DataConfig:
     ucf_split: int = 1  # UCF-101 official split 1, 2 or 3
     kinetics_csv: str | None = None  # annotations CSV; default: look beside the videos
     bair_camera: str = "image_aux1"  # which BAIR camera stream to read
-    num_workers: int = 2
+    num_workers: int = 2  # DataLoader processes; -1 = auto (as many as decoding needs to keep up)
     # built-in moving-shapes dataset
     shapes_train_size: int = 20000
     shapes_test_size: int = 2000
@@ -108,6 +108,9 @@ class TrainConfig:
     ema_bn_stats: str = "copy"
     standing_stats_batches: int = 16  # batches of the per-replica size averaged for "standing"
     nonfinite: str = "stop"  # "stop" or "skip" a step whose loss is not finite
+    # "skip" stops (one line, exit 2) once at least 4 updates were skipped and they are more than
+    # this fraction of all updates so far: skipping is for a rare bad batch, not a diverged run
+    max_skipped_fraction: float = 0.25
     log_every: int = 50
     sample_every: int = 1000
     checkpoint_every: int = 5000
@@ -126,6 +129,18 @@ class TrainConfig:
     # replicas; the global batch is drawn once and each replica takes its slice, so N processes
     # compute what one process computes on the concatenated batch.
     data_sharding: str = "independent"
+    # Data-efficient training (not in the paper; dvdgan.augment, docs/design.md): DiffAugment ops
+    # applied to real and generated clips before D_S and D_T, the same transform for every frame
+    # of a clip. augment: comma list of translation, cutout, color ("" = off); augment_p: the
+    # probability of each op per clip (fixed, or the initial p when adaptive); augment_adaptive:
+    # ADA's heuristic moves p toward E[sign(D(real))] = ada_target, adjusted every ada_interval D
+    # updates, by at most 1 per ada_kimg thousand real clips
+    augment: str = ""
+    augment_p: float = 0.0
+    augment_adaptive: bool = False
+    ada_target: float = 0.6
+    ada_interval: int = 4
+    ada_kimg: float = 10.0
 
 
 @dataclass
@@ -136,6 +151,8 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def validate(self) -> Config:
+        _check_types(self, "")
+        _check_ranges(self)
         m = self.model
         res = 4 * 2 ** m.num_groups
         if res != m.resolution:
@@ -154,11 +171,12 @@ class Config:
             )
         _choice("model.spatial_d_sampling", m.spatial_d_sampling, ("per_video", "per_batch"))
         _choice("model.temporal_downsample", m.temporal_downsample, ("avg2", "avg4", "identity", "crop_half"))
-        _choice("model.impl", m.impl, ("fast", "reference"))
         _choice("model.gru_initial_state", m.gru_initial_state, ("zeros", "learned"))
         _choice("model.g_embed_init", m.g_embed_init, ("orthogonal", "normal"))
         _choice("train.ema_bn_stats", self.train.ema_bn_stats, ("copy", "standing"))
         _choice("train.nonfinite", self.train.nonfinite, ("stop", "skip"))
+        if not 0.0 < self.train.max_skipped_fraction <= 1.0:
+            raise ConfigError(f"train.max_skipped_fraction={self.train.max_skipped_fraction} must be in (0, 1]")
         _choice("train.data_sharding", self.train.data_sharding, ("independent", "split"))
         _choice(
             "data.dataset", self.data.dataset, ("shapes", "ucf101", "kinetics600", "bair", "folder", "prepared")
@@ -173,6 +191,17 @@ class Config:
             raise ConfigError("train.batch_size, train.grad_accum and train.d_steps must be >= 1")
         if t.standing_stats_batches < 1:
             raise ConfigError("train.standing_stats_batches must be >= 1")
+        for op in (s.strip() for s in t.augment.split(",") if s.strip()):
+            _choice("train.augment", op, ("translation", "cutout", "color"))
+        if not 0.0 <= t.augment_p <= 1.0 or not 0.0 < t.ada_target < 1.0:
+            raise ConfigError("train.augment_p must be in [0, 1] and train.ada_target in (0, 1)")
+        if t.ada_interval < 1 or not t.ada_kimg > 0:
+            raise ConfigError("train.ada_interval must be >= 1 and train.ada_kimg > 0")
+        if t.augment_adaptive and not t.augment.strip():
+            raise ConfigError("train.augment_adaptive needs train.augment (e.g. translation,cutout,color)")
+        if t.augment.strip() and not t.augment_adaptive and t.augment_p == 0:
+            raise ConfigError(f"train.augment={t.augment} does nothing with train.augment_p=0: set train.augment_p "
+                              "(DiffAugment: 1.0) or train.augment_adaptive=true")
         return self
 
     # --- (de)serialisation ---------------------------------------------------------------
@@ -184,11 +213,126 @@ class Config:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Config:
+        if isinstance(d, dict) and isinstance(d.get("model"), dict) and "impl" in d["model"]:  # saved before #14
+            warnings.warn("ignoring model.impl of an older config: the models have one formulation now "
+                          "(the straightforward one is dvdgan.models.straightforward)", stacklevel=2)
+            d = {**d, "model": {k: v for k, v in d["model"].items() if k != "impl"}}
         return _from_dict(cls, d, "")
 
     @classmethod
     def from_json(cls, s: str) -> Config:
         return cls.from_dict(json.loads(s))
+
+
+# (key, low, high, low inclusive, high inclusive) of every bounded numeric field; None = unbounded
+_RANGES: tuple[tuple[str, float | None, float | None, bool, bool], ...] = (
+    ("model.resolution", 4, None, True, True),
+    ("model.frames", 1, None, True, True),
+    ("model.context_frames", 0, None, True, True),
+    ("model.num_classes", 1, None, True, True),
+    ("model.z_dim", 1, None, True, True),
+    ("model.embed_dim", 1, None, True, True),
+    ("model.g_ch", 1, None, True, True),
+    ("model.gru_kernel", 1, None, True, True),
+    ("model.d_ch", 1, None, True, True),
+    ("model.temporal_d_3d_blocks", 0, None, True, True),
+    ("model.bn_eps", 0, None, False, True),
+    ("model.bn_momentum", 0, 1, True, True),
+    ("model.sn_eps", 0, None, False, True),
+    ("model.sn_power_iterations", 0, None, True, True),
+    ("data.frame_stride", 1, None, True, True),
+    ("data.num_workers", -1, None, True, True),  # -1 = auto
+    ("data.shapes_train_size", 1, None, True, True),
+    ("data.shapes_test_size", 1, None, True, True),
+    ("train.seed", 0, None, True, True),
+    ("train.per_replica_batch", 0, None, True, True),
+    ("train.max_steps", 1, None, True, True),
+    ("train.lr_g", 0, None, False, True),
+    ("train.lr_d", 0, None, False, True),
+    ("train.adam_eps", 0, None, False, True),
+    ("train.ema_decay", 0, 1, True, True),
+    ("train.ema_start", 0, None, True, True),
+    ("train.log_every", 1, None, True, True),
+    ("train.sample_every", 0, None, True, True),
+    ("train.checkpoint_every", 0, None, True, True),
+    ("train.keep_checkpoints", 1, None, True, True),
+    ("train.num_sample_videos", 1, None, True, True),
+    ("train.eval_every", 0, None, True, True),
+    ("train.eval_samples", 1, None, True, True),
+)
+_DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+
+
+def _get(cfg: Config, key: str) -> Any:
+    node: Any = cfg
+    for part in key.split("."):
+        node = getattr(node, part)
+    return node
+
+
+def _check_types(node: Any, prefix: str) -> None:
+    """Every field holds its declared type (a config built in Python is not coerced)."""
+    hints = typing.get_type_hints(type(node))
+    for f in fields(node):
+        key, v, tp = f"{prefix}{f.name}", getattr(node, f.name), hints[f.name]
+        if is_dataclass(tp):
+            if not isinstance(v, tp):
+                raise ConfigError(f"{key} must be a section ({tp.__name__}), got {v!r}")
+            _check_types(v, key + ".")
+        elif not _is_type(v, tp):
+            raise ConfigError(f"{key} expects {_type_name(tp)}, got {v!r}")
+
+
+def _is_type(v: Any, tp: Any) -> bool:
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin is typing.Union or str(origin) == "types.UnionType":
+        return any(_is_type(v, a) for a in args)
+    if origin is tuple:
+        if not isinstance(v, (tuple, list)):
+            return False
+        elems = args[:1] * len(v) if (len(args) == 2 and args[1] is Ellipsis) else args
+        return len(elems) == len(v) and all(_is_type(x, a) for x, a in zip(v, elems))
+    if tp is type(None):
+        return v is None
+    if tp is float:
+        return isinstance(v, (int, float)) and not isinstance(v, bool)
+    if tp is int:
+        return isinstance(v, int) and not isinstance(v, bool)
+    return isinstance(v, tp)
+
+
+def _type_name(tp: Any) -> str:
+    if typing.get_origin(tp) is tuple:
+        args = typing.get_args(tp)
+        if len(args) == 2 and args[1] is Ellipsis:
+            return f"a comma-separated list of {args[0].__name__}"
+        return f"{len(args)} comma-separated values"
+    return getattr(tp, "__name__", str(tp))
+
+
+def _check_ranges(cfg: Config) -> None:
+    for key, low, high, low_in, high_in in _RANGES:
+        v = _get(cfg, key)
+        if isinstance(v, float) and not math.isfinite(v):
+            raise ConfigError(f"{key}={v} must be a finite number")
+        ok = ((low is None or (v >= low if low_in else v > low))
+              and (high is None or (v <= high if high_in else v < high)))
+        if not ok:
+            lo = "" if low is None else f"{'>=' if low_in else '>'} {low}"
+            hi = "" if high is None else f"{'<=' if high_in else '<'} {high}"
+            raise ConfigError(f"{key}={v} must be {' and '.join(x for x in (lo, hi) if x)}")
+    m, t = cfg.model, cfg.train
+    for key, mults in (("model.g_multipliers", m.g_multipliers), ("model.d_multipliers", m.d_multipliers)):
+        if not mults or any(x < 1 for x in mults):
+            raise ConfigError(f"{key}={','.join(map(str, mults))} must be a non-empty list of integers >= 1")
+    if m.gru_kernel % 2 == 0:
+        raise ConfigError(f"model.gru_kernel={m.gru_kernel} must be odd (the ConvGRU keeps the frame size)")
+    if len(t.adam_betas) != 2 or not all(math.isfinite(b) and 0 <= b < 1 for b in t.adam_betas):
+        raise ConfigError(f"train.adam_betas={','.join(map(str, t.adam_betas))} must be two numbers in [0, 1)")
+    if not _DEVICE.match(t.device):
+        raise ConfigError(f"train.device={t.device!r} is not one of auto, cpu, cuda, cuda:N, mps")
+    if cfg.data.ucf_split not in (1, 2, 3):
+        raise ConfigError(f"data.ucf_split={cfg.data.ucf_split} must be 1, 2 or 3")
 
 
 def _choice(key: str, value: str, allowed: tuple[str, ...]) -> None:
@@ -197,6 +341,9 @@ def _choice(key: str, value: str, allowed: tuple[str, ...]) -> None:
 
 
 def _from_dict(cls, d: dict[str, Any], prefix: str):
+    if not isinstance(d, dict):
+        where = f"section {prefix[:-1]}" if prefix else "a config"
+        raise ConfigError(f"{where} must be a JSON object, got {type(d).__name__}")
     hints = typing.get_type_hints(cls)
     known = {f.name for f in fields(cls)}
     unknown = set(d) - known
@@ -298,22 +445,15 @@ def _kinetics(name: str, frames: int, res: int, g, d, ch: int, ckpt_act: bool = 
 
 
 def _shapes() -> Config:
-    # Tiny CPU preset on the built-in dataset: trains in minutes on 2 cores. Widths are ours
-    # (ch = 8, G (8, 4, 4, 1)); the paper's architecture otherwise, with k = 4 of 8 frames.
-    # g_embed_init="normal": with unit-norm (orthogonal) class embeddings G is nearly
-    # unconditional at first and some seeds moved every clip in one direction whatever the class
-    # (docs/design.md, "The built-in dataset and the tiny presets").
+    # The default: a tiny CPU preset, the paper's architecture at ch = 8 with k = 4 of 8 frames at
+    # 32x32. Where it departs from B.3 and why: docs/design.md, "The built-in dataset and the tiny presets".
     return Config(
         name="shapes",
         model=ModelConfig(
             resolution=32, frames=8, num_classes=6, z_dim=32, embed_dim=32, g_ch=8, g_embed_init="normal",
             g_multipliers=(8, 4, 4, 1), d_ch=8, d_multipliers=(2, 4, 8, 8), frames_per_spatial_d=4,
         ),
-        data=DataConfig(dataset="shapes", frame_stride=1, num_workers=0),
-        # A 15-minute CPU run needs a higher learning rate than the paper's long runs (B.3: G 1e-4,
-        # D 5e-4): with lr 2e-4 the class is still at chance after 2000 steps; 1e-3 with Adam
-        # beta2 0.99 reaches it in ~1500. The EMA then moves fast too: a short horizon (0.95) and
-        # standing BN statistics keep EMA samples as good as the trained G's (docs/design.md).
+        data=DataConfig(dataset="shapes", frame_stride=1, num_workers=-1),
         train=TrainConfig(
             batch_size=16, max_steps=1250, lr_g=1e-3, lr_d=1e-3, adam_betas=(0.0, 0.99), ema_decay=0.95,
             ema_start=100, ema_bn_stats="standing", log_every=20, sample_every=250, checkpoint_every=250,
@@ -323,10 +463,8 @@ def _shapes() -> Config:
 
 
 def _shapes_fp() -> Config:
-    # Tiny CPU preset for future video prediction (B.4) on the built-in dataset: 2 real frames ->
-    # 6 predicted, 16x16. `dvdgan train --preset shapes-fp` takes 8.3 minutes on 2 idle CPU cores
-    # (~0.15 s per step; README). The step count, not the sample count, limits it here: batch 8
-    # and k = 2 buy more steps. Learning rates and EMA as the `shapes` preset (see there).
+    # Tiny CPU preset for future video prediction (B.4): 2 real frames -> 6 predicted, 16x16;
+    # optimiser and EMA as the `shapes` preset (docs/design.md).
     return Config(
         name="shapes-fp",
         model=ModelConfig(
@@ -389,12 +527,17 @@ def load_config(preset: str | None = None, overrides: list[str] | None = None, p
     """Resolve a config from a preset name or a saved JSON file, then apply overrides."""
     if path is not None:
         try:
-            with open(path) as f:
-                cfg = Config.from_json(f.read())
+            with open(path, "rb") as f:
+                text = f.read().decode("utf-8")
+            cfg = Config.from_json(text)
         except OSError as e:
             raise ConfigError(f"cannot read config {path}: {e.strerror}") from None
+        except UnicodeDecodeError:
+            raise ConfigError(f"config {path} is not a text (UTF-8 JSON) file") from None
         except json.JSONDecodeError as e:
             raise ConfigError(f"config {path} is not valid JSON: {e}") from None
+        except ConfigError as e:
+            raise ConfigError(f"config {path}: {e}") from None
     else:
         cfg = get_preset(preset or DEFAULT_PRESET)
     return apply_overrides(cfg, overrides or [])

@@ -1,13 +1,13 @@
 """Sampling from a trained DVD-GAN: load a generator, draw videos with truncation (4.1.1),
 interpolate in z and in the class embedding (E.2), and write grids people look at (E.1).
 
-    from dvdgan.sampling import load_generator, generate
-    G, cfg = load_generator("runs/shapes")            # EMA weights by default (B.3)
-    videos, labels = generate(G, cfg, classes=[0, 1], n=8, truncation=0.5, seed=0)
-    # videos: uint8 [8, T, H, W, 3]
+    from dvdgan.sampling import generate, interpolate_class, write_samples
+    videos = generate("runs/shapes", classes=["square-rightward"], n=4, truncation=0.6)  # dvdgan.generate
+    # videos: uint8 [4, T, H, W, 3]
 
-    from dvdgan.sampling import generate_from_checkpoint, interpolate_class, write_samples
-    videos = generate_from_checkpoint("runs/shapes", classes=["square-rightward"], n=4, truncation=0.6)
+    from dvdgan.sampling import load_generator, sample
+    G, cfg = load_generator("runs/shapes")            # EMA weights by default (B.3)
+    videos, labels = sample(G, cfg, classes=[0, 1], n=8, truncation=0.5, seed=0)
     strip = interpolate_class("runs/shapes", "square-rightward", "cross-rightward", steps=8)  # [8, T, H, W, 3]
 """
 
@@ -26,7 +26,7 @@ from dvdgan import checkpoint as ckpt_io
 from dvdgan.config import Config, ModelConfig
 from dvdgan.data.transforms import to_uint8
 from dvdgan.errors import DvdganError
-from dvdgan.models.prediction import build_generator
+from dvdgan.models.prediction import build_generator, full_video
 
 
 def load_generator(path: str | Path, ema: bool = True, device: str | torch.device = "cpu"
@@ -34,13 +34,10 @@ def load_generator(path: str | Path, ema: bool = True, device: str | torch.devic
     """A checkpoint directory, its model.safetensors, or a run directory (newest checkpoint).
     ``ema=False`` loads the trained (raw) generator instead of its moving average."""
     ckpt = ckpt_io.resolve_checkpoint(path)
-    meta = ckpt_io.load_meta(ckpt)
-    try:
-        cfg = Config.from_dict(meta["config"]).validate()
-    except (KeyError, DvdganError) as e:
-        raise ckpt_io.CheckpointError(f"checkpoint {ckpt} has an invalid config: {e}") from None
+    prefix = "generator_ema" if ema else "generator"
+    cfg = ckpt_io.load_checkpoint_config(ckpt, (prefix,))  # checked against the weights' shapes first
     g = build_generator(cfg.model)
-    ckpt_io.load_module(g, ckpt, "generator_ema" if ema else "generator")
+    ckpt_io.load_module(g, ckpt, prefix)
     return g.to(device).eval(), cfg
 
 
@@ -64,7 +61,7 @@ def sample_z(n: int, dim: int, truncation: float, generator: torch.Generator, mo
 
 
 @torch.no_grad()
-def generate(generator: nn.Module, config: Config, classes: list[int] | None = None, n: int = 16,
+def sample(generator: nn.Module, config: Config, classes: list[int] | None = None, n: int = 16,
              truncation: float = 1.0, seed: int = 0, batch_size: int = 16, context: torch.Tensor | None = None,
              truncation_mode: str = "scale", z: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Sample ``n`` videos -> (uint8 [n, T, H, W, 3], labels [n]).
@@ -82,18 +79,15 @@ def generate(generator: nn.Module, config: Config, classes: list[int] | None = N
     out = []
     for i in range(0, n, batch_size):
         zb, yb = z[i:i + batch_size].to(device), labels[i:i + batch_size].to(device)
-        if m.context_frames:
-            cb = context[i:i + batch_size].to(device)
-            video = torch.cat([cb, generator(zb, torch.zeros_like(yb), cb)], 1)
-        else:
-            video = generator(zb, yb)
+        cb = context[i:i + batch_size].to(device) if m.context_frames else None
+        video = full_video(generator, zb, yb, cb)
         out.append(to_uint8(video.float().cpu()))
     return torch.cat(out), labels
 
 
 def _draw_inputs(m: ModelConfig, classes: Sequence[int] | None, n: int, truncation: float, seed: int,
                  truncation_mode: str = "scale", z: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """(labels [n], z [n, z_dim]) exactly as :func:`generate` draws them for a seed."""
+    """(labels [n], z [n, z_dim]) exactly as :func:`sample` draws them for a seed."""
     gen = torch.Generator().manual_seed(seed)
     if classes is None:
         labels = torch.randint(m.num_classes, (n,), generator=gen)
@@ -232,13 +226,7 @@ def _run(generator: nn.Module, z: torch.Tensor, labels: torch.Tensor, batch_size
             if embedding is None:
                 video = generator(zb, yb)
             else:
-                eb = embedding[i:i + batch_size].to(device, generator.embed.weight.dtype)
-                # G computes cond = [z; embed(y)]: the hook swaps embed's output for the given vectors.
-                handle = generator.embed.register_forward_hook(lambda _m, _i, _o, e=eb: e)
-                try:
-                    video = generator(zb, yb)
-                finally:
-                    handle.remove()
+                video = generator(zb, class_embedding=embedding[i:i + batch_size].to(device, zb.dtype))
             if bar is not None:
                 bar.update(len(zb))
             yield to_uint8(video.float().cpu())
@@ -261,8 +249,8 @@ def generate_from_embedding(generator: nn.Module, z: torch.Tensor, embedding: to
 def iter_samples(generator: nn.Module, config: Config, classes: Sequence[int] | None = None, n: int = 16,
                  truncation: float = 1.0, seed: int = 0, batch_size: int = 16, truncation_mode: str = "scale",
                  progress: bool = False) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """:func:`generate` batch by batch: yields (uint8 [b, T, H, W, 3], labels [b]) with the same
-    z and labels as ``generate`` for the seed, so any n can be written out without holding it."""
+    """:func:`sample` batch by batch: yields (uint8 [b, T, H, W, 3], labels [b]) with the same
+    z and labels as ``sample`` for the seed, so any n can be written out without holding it."""
     _check_n(n)
     if batch_size < 1:
         raise DvdganError(f"batch size must be >= 1, got {batch_size}")
@@ -271,7 +259,7 @@ def iter_samples(generator: nn.Module, config: Config, classes: Sequence[int] | 
         yield videos, labels[i * batch_size:i * batch_size + len(videos)]
 
 
-def generate_from_checkpoint(checkpoint, classes: Sequence[int | str] | None = None, n: int = 16,
+def generate(checkpoint, classes: Sequence[int | str] | None = None, n: int = 16,
                              truncation: float = 1.0, seed: int = 0, ema: bool = True,
                              device: str | torch.device = "cpu", batch_size: int = 16,
                              truncation_mode: str = "scale", progress: bool = False) -> torch.Tensor:
@@ -281,7 +269,7 @@ def generate_from_checkpoint(checkpoint, classes: Sequence[int | str] | None = N
     ``ema=False``), a generator, or a ``(generator, config)`` pair. ``classes``: ids or names,
     cycled over the n samples (None = drawn at random). ``truncation``: the standard deviation
     of z in [0, 1] (4.1.1), or with ``truncation_mode="resample"`` BigGAN's threshold.
-    Deterministic for a seed; the same pixels as ``generate(G, cfg, ...)``.
+    Deterministic for a seed; the same pixels as ``sample(G, cfg, ...)``.
     """
     g, cfg = _as_generator(checkpoint, ema, device)
     ids = None if classes is None else _class_ids(checkpoint, cfg, classes)

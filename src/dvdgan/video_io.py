@@ -39,8 +39,12 @@ def _atomic_write(path: str | Path, data: bytes) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # no half-written file left behind (disk full, ...)
+        raise
 
 
 def gif_bytes(video, fps: float = 8.0, scale: int = 1) -> bytes:
@@ -81,17 +85,22 @@ def save_mp4(path: str | Path, video, fps: float = 8.0, scale: int = 1, crf: int
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}{path.suffix}")
-    with av.open(str(tmp), mode="w") as container:
-        stream = container.add_stream("libx264" if "libx264" in av.codecs_available else "mpeg4", rate=int(round(fps)))
-        stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
-        if stream.codec_context.name == "libx264":
-            stream.options = {"crf": str(crf)}
-        for frame in v:
-            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+    try:
+        with av.open(str(tmp), mode="w") as container:
+            codec = "libx264" if "libx264" in av.codecs_available else "mpeg4"
+            stream = container.add_stream(codec, rate=int(round(fps)))
+            stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
+            if stream.codec_context.name == "libx264":
+                stream.options = {"crf": str(crf)}
+            for frame in v:
+                for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                    container.mux(packet)
+            for packet in stream.encode():
                 container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-    os.replace(tmp, path)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # no half-written file left behind (disk full, ...)
+        raise
 
 
 # --------------------------------------------------------------------------------------------

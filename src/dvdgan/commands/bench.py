@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 
 from dvdgan.bench import DUAL_SIZES, SECTIONS, BenchOptions, format_table, run_bench, write_json
-from dvdgan.commands.common import add_config_arguments
+from dvdgan.commands.common import add_config_arguments, check_device, check_output_file, output_errors
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -61,9 +61,13 @@ def options_from_args(args: argparse.Namespace) -> BenchOptions:
 
 def run(args: argparse.Namespace) -> int:
     opts = options_from_args(args)
+    check_device(args.device)
+    if args.json:
+        check_output_file(args.json, "--json file")
     result = run_bench(opts)
     print(format_table(result))
     if args.json:
-        write_json(result, args.json)
+        with output_errors(args.json):
+            write_json(result, args.json)
         print(f"wrote {args.json}")
     return 0

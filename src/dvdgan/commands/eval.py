@@ -5,6 +5,11 @@ truncation curve.
     dvdgan eval --checkpoint runs/k600 --detector i3d_k600.pt --metrics fid,is --stats k600.npz \\
         --truncation 0.2,0.4,0.6,0.8,1.0 --out runs/k600/eval
     dvdgan eval --checkpoint runs/ucf --detector conv3d_deepnetA_ucf.npz --metrics isc3d --is-runs 10
+    dvdgan eval --checkpoint runs/mine --metrics none --memorisation 64    # copies of training clips?
+
+``--detector reference`` (the default) is the built-in dataset's reference classifier for a
+checkpoint trained on it, and the training set's own reference classifier
+(:mod:`dvdgan.metrics.dataset_reference`, trained once and cached) for any other labelled dataset.
 """
 
 from __future__ import annotations
@@ -12,16 +17,19 @@ from __future__ import annotations
 import argparse
 import os
 
+from dvdgan.commands.common import check_device, check_output_dir, checked_checkpoint, output_errors
 from dvdgan.errors import DvdganError
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", required=True, help="checkpoint directory / model.safetensors / run dir")
     p.add_argument("--metrics", default=None,
-                   help="comma-separated: fvd, fid, is, isc3d, accuracy (default: all the detectors allow)")
-    p.add_argument("--detector", action="append", required=True,
-                   help="'reference' or a local weight file (I3D / C3D; prefix i3d: or c3d: to force); "
-                        "repeat for several, e.g. an I3D for fvd and a C3D for isc3d")
+                   help="comma-separated: fvd, fid, is, isc3d, accuracy (default: all the detectors allow); "
+                        "'none' for none (e.g. with --memorisation)")
+    p.add_argument("--detector", action="append", default=None,
+                   help="'reference' (default: the reference classifier of the checkpoint's dataset, trained "
+                        "on it and cached when it is not the built-in one) or a local weight file (I3D / C3D; "
+                        "prefix i3d: or c3d: to force); repeat for several, e.g. an I3D for fvd and a C3D for isc3d")
     p.add_argument("--stats", action="append", default=None,
                    help="real statistics from `dvdgan stats` (repeatable, matched to detectors)")
     p.add_argument("--data", default=None, help="compute real statistics on the fly from this dataset path")
@@ -47,6 +55,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--cache-dir", default=None, help="where the reference classifier is cached")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--memorisation", type=int, default=0, metavar="N",
+                   help="memorisation check (paper C.1): N samples' nearest training clips in the reference "
+                        "classifier's feature space, against held-out real clips' (or, without a held-out split, "
+                        "each training clip's nearest other one); writes neighbours_*.png, distances.png and "
+                        "memorisation.json to <out>/memorisation (default 0 = off)")
+    p.add_argument("--memorisation-k", type=int, default=3, help="neighbours shown per sample (default 3)")
+    p.add_argument("--memorisation-train-max", type=int, default=2000,
+                   help="training clips searched at most (a fixed random subset beyond; default 2000)")
 
 
 def _floats(s: str) -> list[float]:
@@ -68,61 +84,150 @@ def default_metrics(detectors) -> list[str]:
     return list(dict.fromkeys(out))
 
 
+def _data_config(cfg, args: argparse.Namespace):
+    """The checkpoint's data config with --data / --dataset applied."""
+    data_cfg = cfg.data
+    if args.data is not None:
+        data_cfg.path = args.data
+        if args.dataset is None and data_cfg.dataset == "shapes":
+            data_cfg.dataset = "folder"
+    if args.dataset is not None:
+        data_cfg.dataset = args.dataset
+    return data_cfg
+
+
+def _train_set(cfg, data_cfg, frames: int, resolution: int):
+    from dvdgan.data import build_dataset
+
+    if data_cfg.dataset != "shapes" and not data_cfg.path:
+        raise DvdganError("the checkpoint's dataset has no path: pass --data PATH")
+    return build_dataset(data_cfg, split="train", frames=frames, resolution=resolution, seed=cfg.train.seed)
+
+
+def _reference_of(cfg, data_cfg, args, frames: int, resolution: int, progress: bool):
+    """The reference classifier of the checkpoint's dataset: an nn.Module (built-in dataset) or a
+    DatasetReference (any other labelled dataset)."""
+    if data_cfg.dataset == "shapes":
+        from dvdgan.metrics.reference import load_reference_classifier
+
+        return load_reference_classifier(resolution, frames, device=args.device, cache_dir=args.cache_dir,
+                                         progress=progress)
+    from dvdgan.metrics.dataset_reference import dataset_classifier
+
+    ref = dataset_classifier(_train_set(cfg, data_cfg, frames, resolution), frames=frames, resolution=resolution,
+                             device=args.device, cache_dir=args.cache_dir, progress=progress)
+    print(f"reference classifier of {data_cfg.path}: held-out accuracy {ref.heldout_accuracy:.3f} "
+          f"({ref.heldout_size} clips, {ref.num_classes} classes)")
+    return ref
+
+
 def run(args: argparse.Namespace) -> int:
-    from dvdgan.metrics.detectors import load_detector
+    from dvdgan.metrics.detectors import ReferenceDetector, load_detector
     from dvdgan.metrics.evaluate import evaluate_generator, format_table, write_results
     from dvdgan.metrics.stats import load_real_stats
-    from dvdgan.sampling import generate, load_generator
+    from dvdgan.sampling import load_generator, sample
 
+    check_device(args.device)
+    checked_checkpoint(args.checkpoint, raw=args.raw)  # before the model is built
+    check_output_dir(args.out or os.path.join(_checkpoint_dir(args.checkpoint), "eval"))
     progress = not args.no_progress
     generator, cfg = load_generator(args.checkpoint, ema=not args.raw, device=args.device)
     if cfg.model.context_frames:
         raise DvdganError("eval generates unconditional samples; prediction (FP) checkpoints need real "
                           "context frames, which this command does not supply")
+    data_cfg = _data_config(cfg, args)
+    out_dir = args.out or os.path.join(_checkpoint_dir(args.checkpoint), "eval")
 
     def generate_fn(n: int, truncation: float, seed: int):
-        return generate(generator, cfg, None, n, truncation=truncation, seed=seed, batch_size=args.batch_size)
+        return sample(generator, cfg, None, n, truncation=truncation, seed=seed, batch_size=args.batch_size)
 
     probe, _ = generate_fn(1, 1.0, args.seed)
     _, frames, resolution, _, _ = probe.shape
-    detectors = [
-        load_detector(spec, resolution=resolution, frames=frames, device=args.device, c3d_mean=args.c3d_mean,
-                      i3d_resize=args.i3d_resize, cache_dir=args.cache_dir, progress=progress)
-        for spec in args.detector
-    ]
-    metrics = [m.strip() for m in args.metrics.split(",")] if args.metrics else default_metrics(detectors)
 
-    real_stats = [load_real_stats(p) for p in args.stats] if args.stats else None
-    real_dataset = None
-    needs_real = any(m in ("fvd", "fid") for m in metrics)
-    if needs_real and real_stats is None:
-        data_cfg = cfg.data
-        if args.data is not None:
-            data_cfg.path = args.data
-            if args.dataset is None and data_cfg.dataset == "shapes":
-                data_cfg.dataset = "folder"
-        if args.dataset is not None:
-            data_cfg.dataset = args.dataset
-        if data_cfg.dataset != "shapes" and not data_cfg.path:
-            raise DvdganError("fvd/fid need real statistics: pass --stats STATS.npz or --data PATH")
-        from dvdgan.data import build_dataset
+    def detector(spec: str):
+        if spec == "reference" and data_cfg.dataset != "shapes":
+            ref = _reference_of(cfg, data_cfg, args, frames, resolution, progress)
+            return ReferenceDetector(ref.model, resolution, frames, device=args.device)
+        return load_detector(spec, resolution=resolution, frames=frames, device=args.device, c3d_mean=args.c3d_mean,
+                             i3d_resize=args.i3d_resize, cache_dir=args.cache_dir, progress=progress)
 
-        real_dataset = build_dataset(data_cfg, split=args.split, frames=frames, resolution=resolution,
-                                     seed=args.seed)
+    if (args.metrics or "").strip().lower() != "none":
+        detectors = [detector(spec) for spec in (args.detector or ["reference"])]
+        metrics = [m.strip() for m in args.metrics.split(",")] if args.metrics else default_metrics(detectors)
+        real_stats = [load_real_stats(p) for p in args.stats] if args.stats else None
+        real_dataset = None
+        if any(m in ("fvd", "fid") for m in metrics) and real_stats is None:
+            if data_cfg.dataset != "shapes" and not data_cfg.path:
+                raise DvdganError("fvd/fid need real statistics: pass --stats STATS.npz or --data PATH")
+            from dvdgan.data import build_dataset
 
-    out_dir = args.out or os.path.join(_checkpoint_dir(args.checkpoint), "eval")
-    result = evaluate_generator(
-        generate_fn, metrics=metrics, detector=detectors, real_stats=real_stats, real_dataset=real_dataset,
-        n=args.n, truncations=_floats(args.truncation), seed=args.seed, chunk_size=args.chunk_size,
-        is_splits=args.is_splits, is_runs=args.is_runs, frechet_method=args.frechet_method,
-        real_n=args.n_real, out_dir=None, progress=progress,
-    )
-    result["checkpoint"] = os.path.abspath(args.checkpoint)
-    result["ema"] = not args.raw
-    write_results(result, out_dir)
-    print(format_table(result))
-    print(f"results in {out_dir}")
+            real_dataset = build_dataset(data_cfg, split=args.split, frames=frames, resolution=resolution,
+                                         seed=args.seed)
+        result = evaluate_generator(
+            generate_fn, metrics=metrics, detector=detectors, real_stats=real_stats, real_dataset=real_dataset,
+            n=args.n, truncations=_floats(args.truncation), seed=args.seed, chunk_size=args.chunk_size,
+            is_splits=args.is_splits, is_runs=args.is_runs, frechet_method=args.frechet_method,
+            real_n=args.n_real, out_dir=None, progress=progress,
+        )
+        result["checkpoint"] = os.path.abspath(args.checkpoint)
+        result["ema"] = not args.raw
+        with output_errors(out_dir):
+            write_results(result, out_dir)
+        print(format_table(result))
+        print(f"results in {out_dir}")
+    if args.memorisation > 0:
+        _memorisation(generator, cfg, data_cfg, args, frames, resolution, out_dir, progress)
     return 0
+
+
+def _distinct_splits(train, test) -> bool:
+    """False when the test split is the training set itself (a class folder without split folders)."""
+    if len(train) != len(test):
+        return True
+    if callable(getattr(train, "path", None)) and callable(getattr(test, "path", None)):
+        return any(train.path(i) != test.path(i) for i in range(len(train)))
+    if hasattr(train, "names") and hasattr(test, "names"):
+        return list(train.names) != list(test.names)
+    return True
+
+
+def _decode(dataset, limit: int, seed: int, progress: bool, what: str):
+    import numpy as np
+    import torch
+    from tqdm import tqdm
+
+    n = len(dataset)
+    idx = np.arange(n) if n <= limit else np.sort(np.random.default_rng(seed).choice(n, limit, replace=False))
+    clips = [dataset[int(i)] for i in tqdm(idx, desc=f"decoding {what}", disable=not progress, leave=False)]
+    return torch.stack([c[0] for c in clips]), torch.tensor([int(c[1]) for c in clips])
+
+
+def _memorisation(generator, cfg, data_cfg, args, frames: int, resolution: int, out_dir: str, progress: bool):
+    from dvdgan.data import build_dataset
+    from dvdgan.metrics.memorisation import format_summary, memorisation_check, write_memorisation_report
+    from dvdgan.sampling import sample
+
+    if args.memorisation_k < 1 or args.memorisation_train_max < 2:
+        raise DvdganError("--memorisation-k must be >= 1 and --memorisation-train-max >= 2")
+    detector = _reference_of(cfg, data_cfg, args, frames, resolution, progress)
+    train = _train_set(cfg, data_cfg, frames, resolution)
+    train_videos, train_labels = _decode(train, args.memorisation_train_max, args.seed, progress, "training clips")
+    heldout = None
+    try:
+        test = build_dataset(data_cfg, split="test", frames=frames, resolution=resolution, seed=cfg.train.seed)
+        if _distinct_splits(train, test):
+            heldout, _ = _decode(test, min(1000, args.memorisation_train_max), args.seed, progress, "held-out clips")
+    except DvdganError:
+        pass  # no test split: leave-one-out over the training clips
+    m = cfg.model
+    classes = list(range(m.num_classes)) if m.num_classes > 1 else None
+    samples, labels = sample(generator, cfg, classes, args.memorisation, seed=args.seed, batch_size=args.batch_size)
+    result = memorisation_check(samples, train_videos, detector, heldout_videos=heldout, k=args.memorisation_k)
+    names = list(getattr(train, "class_names", []) or [])
+    mem_dir = os.path.join(out_dir, "memorisation")
+    write_memorisation_report(result, samples, train_videos, mem_dir, labels, train_labels, names)
+    print(format_summary(result["summary"]))
+    print(f"memorisation report in {mem_dir}")
 
 
 def _checkpoint_dir(path: str) -> str:

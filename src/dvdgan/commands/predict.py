@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from dvdgan.commands.common import check_device, check_output_dir, checked_checkpoint, output_errors
 from dvdgan.errors import DvdganError
 
 FORMATS = ("mp4", "gif", "png")
@@ -280,9 +281,10 @@ def evaluate(args: argparse.Namespace, generator, cfg) -> int:
 
 def run(args: argparse.Namespace) -> int:
     formats = _check_args(args)
-    from dvdgan.sampling import load_generator
-
-    generator, cfg = load_generator(args.checkpoint, ema=not args.raw, device=args.device)
+    check_device(args.device)
+    if args.out is not None:
+        check_output_dir(args.out)
+    _, cfg = checked_checkpoint(args.checkpoint, raw=args.raw)  # before the model is built
     c = cfg.model.context_frames
     if c == 0:
         raise DvdganError(f"{args.checkpoint} is a synthesis model (no context frames); predict needs a "
@@ -290,6 +292,16 @@ def run(args: argparse.Namespace) -> int:
     if args.context is not None and args.context != c:
         raise DvdganError(f"--context {args.context} does not match the model, which continues {c} context "
                           f"frame{'s' if c != 1 else ''}")
+    if args.input is not None:
+        list_inputs(args.input)  # a missing input fails before the model is built
+    with output_errors(args.out or "."):
+        return _predict(args, formats)
+
+
+def _predict(args: argparse.Namespace, formats: list[str]) -> int:
+    from dvdgan.sampling import load_generator
+
+    generator, cfg = load_generator(args.checkpoint, ema=not args.raw, device=args.device)
     if args.input is not None:
         predict_inputs(args, generator, cfg, formats)
     if args.evaluate:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 
+from dvdgan.commands.common import check_output_dir, output_errors
 from dvdgan.data.prepare import DEFAULT_SHARD_SIZE, SOURCE_DATASETS, prepare
 
 
@@ -59,6 +60,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    check_output_dir(args.out, "--out folder")
+    with output_errors(args.out):
+        return _prepare(args)
+
+
+def _prepare(args: argparse.Namespace) -> int:
     prepare(
         args.dataset,
         args.src,

@@ -18,6 +18,7 @@ import argparse
 import math
 from pathlib import Path
 
+from dvdgan.commands.common import check_device, check_output_dir, checked_checkpoint, output_errors
 from dvdgan.errors import DvdganError
 
 
@@ -63,11 +64,19 @@ def _check_args(args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    _check_args(args)
+    check_device(args.device)
+    out = check_output_dir(args.out)
+    checked_checkpoint(args.checkpoint, raw=args.raw)  # before the model is built
+    with output_errors(out):
+        return _sample(args)
+
+
+def _sample(args: argparse.Namespace) -> int:
     import torch
 
     from dvdgan import sampling
 
-    _check_args(args)
     generator, cfg = sampling.load_generator(args.checkpoint, ema=not args.raw, device=args.device)
     if cfg.model.context_frames:
         raise DvdganError(f"{args.checkpoint} is a prediction (DVD-GAN-FP) checkpoint: it continues real "

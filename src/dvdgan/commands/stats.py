@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-from dvdgan.commands.common import add_config_arguments, data_overrides
+from dvdgan.commands.common import add_config_arguments, check_device, check_output_file, data_overrides
 from dvdgan.config import Config, apply_overrides, load_config
 from dvdgan.errors import DvdganError
 
@@ -50,6 +50,8 @@ def run(args: argparse.Namespace) -> int:
     cfg = resolve_data_config(args)
     if cfg.data.dataset != "shapes" and not cfg.data.path:
         raise DvdganError(f"dataset {cfg.data.dataset} needs --data PATH")
+    check_device(args.device)
+    check_output_file(args.out, "--out statistics file")
     frames = args.frames or cfg.model.total_frames
     resolution = args.resolution or cfg.model.resolution
     if args.num_workers is not None:

@@ -6,11 +6,15 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
+import sys
 from pathlib import Path
 
-from dvdgan.commands.common import add_config_arguments, data_overrides
+from dvdgan.commands.common import add_config_arguments, check_data, check_device, check_output_dir, data_overrides
 from dvdgan.config import Config, apply_overrides, load_config
 from dvdgan.errors import DvdganError
+from dvdgan.rundir import RunDirLock, discard_failed_start, prepare_run_dir
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -20,6 +24,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dataset", default=None, help="dataset kind: shapes, ucf101, kinetics600, bair, folder, prepared")
     p.add_argument("--max-steps", type=int, default=None, help="generator updates to train for (total)")
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
+    p.add_argument("--overwrite", action="store_true",
+                   help="--out holds a run: delete its files (checkpoints, config, logs, samples) and start anew")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -42,10 +48,36 @@ def _with_cli(cfg: Config, args: argparse.Namespace, overrides: list[str]) -> Co
 
 
 def run(args: argparse.Namespace) -> int:
+    """Everything is checked before a model is built or a file written: the config, the device,
+    the run directory (writable, not holding another run, not in use), the data (at least one
+    usable video). A start that fails later, before any checkpoint, removes what it wrote."""
+    if args.resume and args.overwrite:
+        raise DvdganError("--resume continues the run in --out and --overwrite deletes it: pass one of them")
     cfg = resolve_train_config(args)
-    if cfg.data.dataset != "shapes" and not cfg.data.path:
-        raise DvdganError(f"preset {cfg.name} trains on {cfg.data.dataset}: pass --data PATH")
-    from dvdgan.training import train
+    check_device(cfg.train.device, "train.device")
+    out = check_output_dir(args.out, "run directory")
+    prepare_run_dir(out, resume=args.resume, overwrite=args.overwrite, dry_run=True)
+    # a labelled dataset's class count is taken unless the user fixed it (override or config file)
+    explicit = args.config is not None or any(o.split("=")[0].strip() == "model.num_classes" for o in args.overrides)
+    check_data(cfg, classes_from_data=not explicit)
+    from dvdgan.training import Trainer
+    from dvdgan.training.trainer import TrainingDiverged
 
-    train(cfg, args.out, resume=args.resume, progress=not args.no_progress)
-    return 0
+    main_process = int(os.environ.get("RANK", "0")) == 0  # torchrun: rank 0 owns the run directory
+    with RunDirLock(out) if main_process else contextlib.nullcontext():
+        if main_process:
+            prepare_run_dir(out, resume=args.resume, overwrite=args.overwrite)
+        try:
+            trainer = Trainer(cfg, out, resume=args.resume, progress=not args.no_progress,
+                              classes_from_data=not explicit)
+            try:
+                trainer.train()
+                if trainer.is_main:
+                    print(trainer.summary(), file=sys.stderr)
+            finally:
+                trainer.close()
+        except DvdganError as e:
+            if main_process and not args.resume and not isinstance(e, TrainingDiverged):
+                discard_failed_start(out)
+            raise
+    return 130 if trainer.interrupted else 0

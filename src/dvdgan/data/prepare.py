@@ -2,7 +2,8 @@
 
 ``prepare()`` (``dvdgan prepare``) decodes each source video once with PyAV, resizes its
 shortest side to R with the same kernel as the raw readers
-(:func:`dvdgan.data.video.resize_short_side`) and stores the *whole resized frame*
+(:func:`dvdgan.data.video.iter_frames` with the resolution, as ``read_clip`` decodes; BAIR
+frames: :func:`~dvdgan.data.video.resize_short_side`) and stores the *whole resized frame*
 (``crop="full"``, default), so training still takes its random crop along the longer side
 (B.1) and gets pixel-identical clips to the raw reader for the same key. ``crop="center"``
 stores only the centre R x R square (25 % less disk for 4:3 video; crops are then always
@@ -157,7 +158,7 @@ def _frames_of(job: _ShardJob, name: str):
             return iter(decode_bair_frames(read_record(path, *offsets[int(rec)]), job.camera))
         except RecordError as e:
             raise BadVideo("bad_record", str(e)) from None
-    return iter_frames(os.path.join(job.root, name))
+    return iter_frames(os.path.join(job.root, name), job.resolution)  # scaled as read_clip scales
 
 
 @functools.lru_cache(maxsize=4)
@@ -224,13 +225,11 @@ def _run_shard(job: _ShardJob, tick: Callable[[int], object] | None = None) -> d
                 f.seek(start)
                 f.truncate()
                 bad.append([name, e.reason, e.detail[:200]])
-                append_bad_log(job.bad_log, e.reason, os.path.join(job.root, name), e.detail)
                 continue
             except Exception as e:  # noqa: BLE001 - one bad video must not stop a long prepare
                 f.seek(start)
                 f.truncate()
                 bad.append([name, "error", f"{type(e).__name__}: {e}"[:200]])
-                append_bad_log(job.bad_log, "error", os.path.join(job.root, name), f"{type(e).__name__}: {e}")
                 continue
             finally:
                 if tick is not None:
@@ -250,6 +249,7 @@ def _run_shard(job: _ShardJob, tick: Callable[[int], object] | None = None) -> d
         "bad": len(bad),
         "bad_reasons": dict(Counter(b[1] for b in bad)),
         "items": len(job.names),
+        "bad_items": [[os.path.join(job.root, b[0]), b[1], b[2]] for b in bad],  # for bad_videos.log
     }
 
 
@@ -355,6 +355,9 @@ def prepare(
         f"prepared {s_all['videos']} videos ({s_all['frames']} frames, {s_all['bytes'] / 2**30:.2f} GiB) "
         f"into {out_p} [" + ", ".join(f"{k}: {v['videos']}" for k, v in summary.items()) + "]"
     )
+    if s_all["videos"] == 0:
+        detail = ", ".join(f"{r} {n}" for r, n in sorted(reasons.items())) or "no items"
+        raise DataError(f"prepare: no usable video in {src_p} ({s_all['bad']} skipped: {detail}; see {bad_log})")
     if s_all["bad"]:
         say(
             f"skipped {s_all['bad']} bad videos: "
@@ -362,6 +365,15 @@ def prepare(
             + f" (see {bad_log})"
         )
     return summary
+
+
+def _logged_items(bad_log: str) -> set[tuple[str, str]]:
+    """(reason, item) of the lines already in bad_videos.log (a resumed prepare adds no repeats)."""
+    try:
+        text = Path(bad_log).read_text(encoding="utf-8", errors="replace")
+    except FileNotFoundError:
+        return set()
+    return {(p[0], p[1]) for p in (ln.split("\t") for ln in text.splitlines()) if len(p) >= 2}
 
 
 def _prepare_split(
@@ -433,7 +445,14 @@ def _prepare_split(
         dynamic_ncols=True,
     )
 
+    logged = _logged_items(bad_log)
+
     def finish(res: dict[str, Any]) -> None:
+        # the log first, then the manifest: a shard redone after a kill in between logs nothing twice
+        for item, reason, detail in res["bad_items"]:
+            if (reason, " ".join(item.split())) not in logged:
+                append_bad_log(bad_log, reason, item, detail)
+                logged.add((reason, " ".join(item.split())))
         done[f"{res['shard']:05d}"] = {
             k: res[k] for k in ("videos", "frames", "bytes", "bad", "bad_reasons", "items")
         }

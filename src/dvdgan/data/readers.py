@@ -41,6 +41,7 @@ from __future__ import annotations
 import csv
 import os
 import re
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -110,10 +111,19 @@ def _is_video(name: str) -> bool:
     return not name.startswith(".") and os.path.splitext(name)[1].lower() in VIDEO_EXTENSIONS
 
 
-def _walk_videos(root: Path) -> list[str]:
-    """Relative paths of every video file under ``root`` (sorted, hidden entries skipped)."""
+def _walk_videos(root: Path, seen: set[str] | None = None) -> list[str]:
+    """Relative paths of every video file under ``root`` (sorted, hidden entries skipped).
+    Symbolic links to folders are followed, but every real folder is read once: a link loop
+    (``ln -s . loop``) or two links to one folder add nothing. ``seen``: real paths already
+    read (shared between calls to read each folder once across several roots)."""
+    seen = set() if seen is None else seen
     out: list[str] = []
     for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        real = os.path.realpath(dirpath)
+        if real in seen:
+            dirnames[:] = []
+            continue
+        seen.add(real)
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         rel = os.path.relpath(dirpath, root)
         for f in sorted(filenames):
@@ -425,16 +435,30 @@ def list_folder(path: str | os.PathLike, split: str = "train") -> FileList:
                 f"{root} has split folders {', '.join(sorted(split_dirs))} but none for {split!r}"
             )
         vroot = split_dirs[sp]
-        class_names = sorted({c for d in split_dirs.values() for c in _class_dirs(d)})
+        roots = list(split_dirs.values())
     else:
         vroot = root
-        class_names = _class_dirs(root)
-    if not class_names:
+        roots = [root]
+    # every split folder's class folders, listed once; a class needs a video in some split
+    found: dict[Path, dict[str, list[str]]] = {}
+    for d in roots:
+        seen = {os.path.realpath(d)}  # a class folder linking back to the root adds nothing
+        found[d] = {c: _walk_videos(d / c, seen) for c in _class_dirs(d)}
+    all_dirs = sorted({c for per in found.values() for c in per})
+    class_names = sorted({c for per in found.values() for c, files in per.items() if files})
+    if not all_dirs:
         raise DataError(f"{vroot} has no class sub-folders (expected <class>/<video> files)")
+    if not class_names:
+        raise DataError(f"no video files in the class folders of {vroot}")
+    empty = [c for c in all_dirs if c not in class_names]
+    if empty:
+        shown = ", ".join(empty[:5]) + (f" and {len(empty) - 5} more" if len(empty) > 5 else "")
+        print(f"warning: {root}: {len(empty)} class folder(s) without a video, not made classes: {shown}",
+              file=sys.stderr)
     index_of = {c: i for i, c in enumerate(class_names)}
     rel, labels = [], []
-    for c in _class_dirs(vroot):
-        for f in _walk_videos(vroot / c):
+    for c, files in found[vroot].items():
+        for f in files:
             rel.append(os.path.join(c, f))
             labels.append(index_of[c])
     if not rel:

@@ -1,10 +1,12 @@
-"""A sampler of (index, sample_seed) keys: reproducible batches whatever the worker count.
+"""The one sampler of dataset keys ``(index, sample_seed)``: reproducible whatever the worker count.
 
-Each epoch is a permutation of the dataset drawn from ``(seed, epoch)``; the item at position
-``i`` of the epoch gets ``sample_seed`` derived from ``(seed, epoch, i)``. The dataset derives
-every random choice for that item from ``numpy.random.default_rng(sample_seed)``, so a
-DataLoader with 0 or 8 workers yields the same batches (B.1: each replica shuffles the training
-set independently: give each replica its own ``seed``).
+Epoch ``e`` of replica ``rank`` is a permutation of the dataset drawn from ``(seed, rank, e)``
+(B.1: every replica shuffles the whole training set independently, rather than taking a shard
+of it). The key at global position ``p`` gets ``sample_seed`` derived from ``(seed, rank, p)``;
+the dataset derives every random choice for that item (start frame, crop) from
+``numpy.random.default_rng(sample_seed)``. So the key at a position is a pure function of
+``(seed, rank, p)``: a DataLoader with 0 or 8 workers yields the same clips, and a resumed run
+reads exactly the clips it would have read.
 """
 
 from __future__ import annotations
@@ -16,43 +18,53 @@ import torch
 
 
 class ClipSampler(torch.utils.data.Sampler):
-    """Yields ``(index, sample_seed)`` pairs, ``num_samples`` per pass (default: one epoch),
-    epochs following one another; ``start`` skips that many keys (resuming mid-epoch)."""
+    """Keys from position ``start`` on: ``num_samples`` of them (None: an endless stream)."""
 
-    def __init__(
-        self, n: int, seed: int = 0, shuffle: bool = True, num_samples: int | None = None, start: int = 0
-    ) -> None:
+    def __init__(self, n: int, seed: int = 0, rank: int = 0, start: int = 0, num_samples: int | None = None) -> None:
         if n < 1:
             raise ValueError("ClipSampler needs a non-empty dataset")
-        self.n = int(n)
-        self.seed = int(seed)
-        self.shuffle = shuffle
-        self.num_samples = int(num_samples) if num_samples is not None else self.n
-        self.start = int(start)
+        self.n, self.seed, self.rank, self.start = int(n), int(seed), int(rank), int(start)
+        self.num_samples = num_samples
+        self._epoch, self._perm = -1, np.arange(0)
 
     def __len__(self) -> int:
+        if self.num_samples is None:
+            raise TypeError("an endless ClipSampler has no length")
         return self.num_samples
 
     def key(self, position: int) -> tuple[int, int]:
         """The key at global ``position`` (epoch = position // n)."""
-        epoch, i = divmod(position, self.n)
-        return int(self._perm(epoch)[i]), self._sample_seed(epoch, i)
-
-    def _perm(self, epoch: int) -> np.ndarray:
-        if not self.shuffle:
-            return np.arange(self.n)
-        return np.random.default_rng([self.seed, epoch, 0x5EED]).permutation(self.n)
-
-    def _sample_seed(self, epoch: int, i: int) -> int:
-        return int(np.random.SeedSequence([self.seed, epoch, i]).generate_state(1, np.uint64)[0] >> 1)
+        epoch, offset = divmod(position, self.n)
+        if epoch != self._epoch:
+            self._perm = np.random.default_rng([self.seed, self.rank, epoch]).permutation(self.n)
+            self._epoch = epoch
+        sample_seed = int(np.random.SeedSequence([self.seed, self.rank, position]).generate_state(1)[0])
+        return int(self._perm[offset]), sample_seed
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
-        pos = self.start
-        end = self.start + self.num_samples
-        while pos < end:
-            epoch, i = divmod(pos, self.n)
-            perm = self._perm(epoch)
-            stop = min(self.n, i + end - pos)
-            for j in range(i, stop):
-                yield int(perm[j]), self._sample_seed(epoch, j)
-            pos += stop - i
+        p = self.start
+        while self.num_samples is None or p < self.start + self.num_samples:
+            yield self.key(p)
+            p += 1
+
+
+class BatchKeys:
+    """An endless stream of batches of keys, for a DataLoader's ``batch_sampler``: batch ``i`` holds
+    positions ``[i * batch, (i + 1) * batch)`` of ``sampler``, from batch ``start_batch`` on.
+
+    ``shard=(i, n)`` (train.data_sharding="split"): ``batch`` is the global batch of one stream
+    shared by n replicas, and this replica gets the i-th of n equal slices of every batch."""
+
+    def __init__(self, sampler: ClipSampler, batch: int, start_batch: int = 0, shard: tuple[int, int] = (0, 1)):
+        if batch % shard[1]:
+            raise ValueError(f"a batch of {batch} cannot be split {shard[1]} ways")
+        self.sampler, self.batch, self.start_batch, self.shard = sampler, batch, start_batch, shard
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        index, count = self.shard
+        local = self.batch // count
+        b = self.start_batch
+        while True:
+            first = b * self.batch + index * local
+            yield [self.sampler.key(p) for p in range(first, first + local)]
+            b += 1

@@ -6,11 +6,22 @@ A clip is made in three steps, the same for every reader and for the prepared fo
    ``span = (frames - 1) * stride + 1`` consecutive frames; the run starts at a random frame
    (training) or at frame 0 (evaluation).
 2. **Resize.** Every frame is resized so that its *shortest* side equals ``R`` (the long side
-   becomes ``round(long * R / short)``), bilinearly, with
+   becomes ``round(long * R / short)``, :func:`resized_size`), bilinearly. Frames decoded with
+   PyAV are scaled by FFmpeg's libswscale *while* they are converted to RGB
+   (``frame.to_ndarray(width=, height=, format="rgb24", interpolation=SWS_INTERPOLATION,
+   threads=1)``, see :func:`decode_rgb`): the full-size RGB frame is never made (1.3-2.7x
+   faster than converting it and resizing with torch, measured on 8 frames of 64x64 and
+   256x256 H.264). swscale's bilinear filter widens with the shrinking factor (antialiased,
+   like PIL's), and it scales the Y, U and V planes before the colour conversion. Both
+   :func:`read_clip` and :func:`iter_frames` (which ``dvdgan prepare`` reads) call
+   :func:`decode_rgb`, so raw decoding and prepared folders hold the same pixels.
+   Frames that do not come from PyAV (BAIR's PNG frames, arrays given to :func:`finish_clip`)
+   are resized by :func:`resize_short_side`:
    ``torch.nn.functional.interpolate(mode="bilinear", antialias=True, align_corners=False)`` on
-   uint8 channels-last tensors (PyTorch's fixed-point uint8 kernel, the one torchvision's resize
-   uses; it matches the float kernel to +-1 and is ~40x faster). PyAV's own scaler is not used,
-   so one function defines the pixels for raw decoding and for ``dvdgan prepare``.
+   uint8 channels-last tensors (the fixed-point uint8 kernel torchvision uses; +-1 of the float
+   kernel). On decoded video the two kernels differ by about 2 grey levels on average (up to
+   ~60 at sharp colour edges: swscale filters chroma at 4:2:0 resolution), so a dataset must
+   not mix them: :data:`RESIZE_METHOD` names the rule and is stored in prepared folders.
 3. **Crop.** An ``R x R`` window along the longer side: at a random offset (training) or centred
    (evaluation).
 
@@ -29,8 +40,9 @@ over-counts is corrected by the decode itself (the start is re-drawn from the tr
 the same uniform).
 
 Unusable videos raise :class:`BadVideo` with a short ``reason`` (``missing``, ``empty``,
-``unreadable``, ``no_video_stream``, ``decode_error``, ``too_short``); the datasets turn that
-into a skip plus a line in the bad-video log.
+``unreadable``, ``no_video_stream``, ``decode_error``, ``too_short``, ``too_small``: a frame
+side under :data:`MIN_VIDEO_SIDE` pixels, which would only be upscaled noise); the datasets
+turn that into a skip plus a line in the bad-video log.
 """
 
 from __future__ import annotations
@@ -46,6 +58,7 @@ import av
 import numpy as np
 import torch
 import torch.nn.functional as F
+from av.video.reformatter import Interpolation
 
 # Seek only when the run starts at least this many frames in: below that, decoding from the
 # start costs about as much as the seek's decoder flush and key-frame search.
@@ -59,7 +72,19 @@ VIDEO_EXTENSIONS = frozenset(_EXTS.split())
 # threads, where the stream has slices); whole-video decoding (prepare) uses "AUTO".
 CLIP_THREAD_TYPE = "SLICE"
 
-RESIZE_METHOD = "torch interpolate bilinear antialias=True (uint8, shortest side -> R)"
+# How frames reach R (module docs, step 2); stored in prepared folders' metadata. BITEXACT and
+# ACCURATE_RND select swscale's exact C paths: the same pixels on every CPU (no cost measured).
+SWS_INTERPOLATION = Interpolation.BILINEAR | Interpolation.ACCURATE_RND | Interpolation.BITEXACT
+RESIZE_METHOD = (
+    "PyAV-decoded frames: libswscale bilinear|accurate_rnd|bitexact during the YUV->RGB conversion "
+    "(shortest side -> R); other frames: torch interpolate bilinear antialias=True (uint8)"
+)
+# One swscale thread per conversion: PyAV's default (0, automatic) starts a thread pool for every
+# frame, which cost ~1 ms per 64x64 frame, more than decoding it (most of a clip's time).
+SWS_THREADS = 1
+
+# Videos with a side below this many pixels are refused (BadVideo "too_small"), not upscaled.
+MIN_VIDEO_SIDE = 8
 
 
 class BadVideo(Exception):
@@ -239,8 +264,20 @@ def _count_packets(container, stream) -> int:
         return 0
 
 
-def _rgb(frame) -> np.ndarray:
-    return frame.to_ndarray(format="rgb24")
+def _check_size(width: int, height: int) -> None:
+    if min(width, height) < MIN_VIDEO_SIDE:
+        raise BadVideo("too_small", f"{width}x{height} frames, under {MIN_VIDEO_SIDE} px on a side")
+
+
+def decode_rgb(frame, resolution: int | None = None) -> np.ndarray:
+    """RGB uint8 [H, W, 3] of a decoded PyAV frame; with ``resolution``, scaled so that its
+    shortest side is ``resolution`` by libswscale during the colour conversion (module docs,
+    step 2). Raises :class:`BadVideo` ``too_small`` for frames under :data:`MIN_VIDEO_SIDE`."""
+    _check_size(frame.width, frame.height)
+    h, w = frame.height, frame.width
+    if resolution is not None:
+        h, w = resized_size(h, w, resolution)
+    return frame.to_ndarray(width=w, height=h, format="rgb24", interpolation=SWS_INTERPOLATION, threads=SWS_THREADS)
 
 
 class _Run:
@@ -254,12 +291,12 @@ class _Run:
         self.error: str | None = None
 
 
-def _collect(frames_iter, idx: int, start: int, end: int, stride: int) -> _Run:
+def _collect(frames_iter, idx: int, start: int, end: int, stride: int, resolution: int | None) -> _Run:
     res = _Run()
     try:
         for frame in frames_iter:
             if idx >= start and (idx - start) % stride == 0:
-                res.frames.append(_rgb(frame))
+                res.frames.append(decode_rgb(frame, resolution))
             idx += 1
             res.seen = idx
             if idx >= end:  # the run is complete: stop decoding
@@ -274,7 +311,9 @@ def _chain(first, rest) -> Iterator:
     yield from rest
 
 
-def _decode_run(container, stream, start: int, span: int, stride: int, seek: bool) -> _Run | None:
+def _decode_run(
+    container, stream, start: int, span: int, stride: int, seek: bool, resolution: int | None
+) -> _Run | None:
     """Decode frames start, start+stride, ..., start+span-1 of a freshly opened container.
 
     Returns None when a seek was tried and failed (the container is then spent; reopen and
@@ -284,7 +323,7 @@ def _decode_run(container, stream, start: int, span: int, stride: int, seek: boo
     end = start + span
     rate = _rate(stream)
     if not (seek and start >= SEEK_MIN_FRAMES and rate and stream.time_base):
-        return _collect(container.decode(stream), 0, start, end, stride)
+        return _collect(container.decode(stream), 0, start, end, stride, resolution)
     t0 = stream.start_time or 0
     target = t0 + int(math.floor(start / (rate * stream.time_base)))
     try:
@@ -298,15 +337,15 @@ def _decode_run(container, stream, start: int, span: int, stride: int, seek: boo
     idx = int(round(float((first.pts - t0) * stream.time_base * rate)))
     if not 0 <= idx <= start:  # overshot the target: not trustworthy
         return None
-    return _collect(_chain(first, it), idx, start, end, stride)
+    return _collect(_chain(first, it), idx, start, end, stride, resolution)
 
 
-def _attempt(path, start: int, span: int, stride: int, seek: bool) -> _Run:
+def _attempt(path, start: int, span: int, stride: int, seek: bool, resolution: int) -> _Run:
     with _open(path) as container:
-        res = _decode_run(container, _video_stream(container), start, span, stride, seek)
+        res = _decode_run(container, _video_stream(container), start, span, stride, seek, resolution)
     if res is None:
         with _open(path) as container:
-            res = _decode_run(container, _video_stream(container), start, span, stride, False)
+            res = _decode_run(container, _video_stream(container), start, span, stride, False, resolution)
     assert res is not None
     return res
 
@@ -329,6 +368,9 @@ def read_clip(
     span = clip_span(frames, stride)
     with _open(path) as container:
         stream = _video_stream(container)
+        w, h = stream.codec_context.width, stream.codec_context.height
+        if w and h:  # a header without a size is checked frame by frame (decode_rgb)
+            _check_size(w, h)
         n, exact = _header_count(container, stream)
         if n is None:
             n = _count_packets(container, stream)
@@ -337,10 +379,10 @@ def read_clip(
             if n < span and exact:
                 raise BadVideo("too_short", f"{n} frames < {span} needed")
             n = max(n, span)  # an estimate below span: try anyway, the decode tells the truth
-            res = _decode_run(container, stream, start_frame(n, span, u_time), span, stride, seek)
+            res = _decode_run(container, stream, start_frame(n, span, u_time), span, stride, seek, resolution)
     if res is None:
         n = max(n, span)
-        res = _attempt(path, start_frame(n, span, u_time), span, stride, seek)
+        res = _attempt(path, start_frame(n, span, u_time), span, stride, seek, resolution)
     if len(res.frames) < frames:
         # The header over-counted (or the file is truncated): res.seen frames really exist.
         n_true = res.seen
@@ -348,20 +390,25 @@ def read_clip(
             if res.error is not None:
                 raise BadVideo("decode_error", f"after {n_true} frames: {res.error}")
             raise BadVideo("too_short", f"{n_true} frames < {span} needed")
-        res = _attempt(path, start_frame(n_true, span, u_time), span, stride, seek)
+        res = _attempt(path, start_frame(n_true, span, u_time), span, stride, seek, resolution)
         if len(res.frames) < frames:
             raise BadVideo("decode_error", res.error or "frames vanished between two decodes")
     return finish_clip(np.stack(res.frames), resolution, u_crop)
 
 
-def iter_frames(path: str | os.PathLike) -> Iterator[np.ndarray]:
-    """Every decodable frame of ``path`` as RGB uint8 [H, W, 3], in order.
+def iter_frames(path: str | os.PathLike, resolution: int | None = None) -> Iterator[np.ndarray]:
+    """Every decodable frame of ``path`` as RGB uint8 [H, W, 3], in order; with ``resolution``,
+    scaled to shortest side ``resolution`` exactly as :func:`read_clip` scales (``dvdgan
+    prepare`` passes it).
 
     A decoding error ends the video (the frames before it are kept), as in :func:`read_clip`.
-    Raises :class:`BadVideo` only when the file cannot be opened at all.
+    Raises :class:`BadVideo` when the file cannot be opened or its frames are ``too_small``.
     """
     with _open(path) as container:
         stream = _video_stream(container)
+        w, h = stream.codec_context.width, stream.codec_context.height
+        if w and h:
+            _check_size(w, h)
         stream.thread_type = "AUTO"
         it = container.decode(stream)
         while True:
@@ -371,7 +418,7 @@ def iter_frames(path: str | os.PathLike) -> Iterator[np.ndarray]:
                 return
             except (av.FFmpegError, OSError, ValueError):
                 return
-            yield _rgb(frame)
+            yield decode_rgb(frame, resolution)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -190,7 +190,7 @@ def load_c3d(path: str, mean_path: str | None = None, device: str | torch.device
         except Exception as e:  # noqa: BLE001
             raise WeightsError(f"cannot load TorchScript C3D {path}: {e}".splitlines()[0]) from None
         return TorchScriptC3D(module.eval()).eval()
-    if _is_npz(path):
+    if is_npz(path):
         arrays = _read_npz(path, "C3D weight file")
         arrays = {k.lstrip("/"): v for k, v in arrays.items()}
         fc8 = arrays.get("fc8/W")
@@ -230,7 +230,7 @@ def _build(num_classes: int, sd: dict[str, torch.Tensor]) -> C3D:
     return model
 
 
-def _is_npz(path: str) -> bool:
+def is_npz(path: str) -> bool:
     if path.endswith(".npz"):
         return True
     if not zipfile.is_zipfile(path):

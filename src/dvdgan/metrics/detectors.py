@@ -35,7 +35,7 @@ from torch import nn
 
 from dvdgan.data.transforms import to_model_input
 from dvdgan.errors import DvdganError, WeightsError
-from dvdgan.metrics.c3d import C3D_FRAMES, _is_npz, load_c3d
+from dvdgan.metrics.c3d import C3D_FRAMES, is_npz, load_c3d
 from dvdgan.metrics.i3d import (
     file_digest,
     i3d_output_size,
@@ -327,7 +327,7 @@ def detect_kind(path: str) -> str:
             raise WeightsError(f"cannot tell whether TorchScript file {path} is I3D or C3D: "
                                "prefix it with i3d: or c3d:")
         return kind
-    if _is_npz(path):
+    if is_npz(path):
         return "c3d"
     sd = read_weight_file(path)
     if "Conv3d_1a_7x7.conv3d.weight" in sd or "logits.conv3d.weight" in sd:

@@ -62,7 +62,7 @@ _LR = 3e-3
 _WEIGHT_DECAY = 1e-4
 
 
-def _input_pool(resolution: int) -> int:
+def input_pool(resolution: int) -> int:
     """Average-pooling factor applied to the input so that the network sees frames of 16-47 px."""
     k = 1
     while resolution // (2 * k) >= 24:
@@ -70,7 +70,7 @@ def _input_pool(resolution: int) -> int:
     return k
 
 
-def _conv_bn(cin: int, cout: int, kernel: tuple[int, int, int], stride: tuple[int, int, int]) -> nn.Sequential:
+def conv_bn(cin: int, cout: int, kernel: tuple[int, int, int], stride: tuple[int, int, int]) -> nn.Sequential:
     return nn.Sequential(
         nn.Conv3d(cin, cout, kernel, stride=stride, padding=tuple(k // 2 for k in kernel), bias=False),
         nn.BatchNorm3d(cout),
@@ -98,12 +98,12 @@ class ReferenceClassifier(nn.Module):
         self.resolution = int(resolution)
         self.frames = int(frames)
         self.num_classes = int(num_classes)
-        self.pool = _input_pool(self.resolution)
+        self.pool = input_pool(self.resolution)
         self.body = nn.Sequential(
-            _conv_bn(6, 16, (1, 3, 3), (1, 2, 2)),
-            _conv_bn(16, 32, (3, 3, 3), (1, 2, 2)),
-            _conv_bn(32, 64, (3, 3, 3), (2, 2, 2)),
-            _conv_bn(64, self.feature_dim, (3, 3, 3), (1, 1, 1)),
+            conv_bn(6, 16, (1, 3, 3), (1, 2, 2)),
+            conv_bn(16, 32, (3, 3, 3), (1, 2, 2)),
+            conv_bn(32, 64, (3, 3, 3), (2, 2, 2)),
+            conv_bn(64, self.feature_dim, (3, 3, 3), (1, 1, 1)),
         )
         self.head = nn.Linear(self.feature_dim, self.num_classes)
         #: accuracy on the real test split measured after training (also in the cache metadata)
@@ -146,7 +146,7 @@ class ReferenceClassifier(nn.Module):
 # --------------------------------------------------------------------------------------------
 
 
-def _cache_root(cache_dir: str | os.PathLike[str] | None) -> Path:
+def cache_root(cache_dir: str | os.PathLike[str] | None) -> Path:
     root = cache_dir or os.environ.get("DVDGAN_CACHE") or os.path.join("~", ".cache", "dvdgan")
     return Path(root).expanduser()
 
@@ -156,7 +156,7 @@ def reference_cache_path(
 ) -> Path:
     """Where the weights for (resolution, frames, num_classes, REFERENCE_VERSION) are cached."""
     name = f"shapes-r{resolution}-t{frames}-c{num_classes}-{REFERENCE_VERSION}.safetensors"
-    return _cache_root(cache_dir) / "reference" / name
+    return cache_root(cache_dir) / "reference" / name
 
 
 def _save(model: ReferenceClassifier, path: Path) -> None:
@@ -226,7 +226,7 @@ def _predict(
     return torch.cat(feats), torch.cat(logits)
 
 
-def _augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+def degrade_clips(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     """Degrade a random half of a training batch the way imperfect generated clips are degraded,
     so the classifier judges shape and motion rather than crispness (fidelity is what the
     Frechet distance measures): per clip a Gaussian blur (sigma 0-1.2 px), a contrast change
@@ -321,7 +321,7 @@ def _train(
             for _ in range(steps):
                 idx = torch.randint(0, len(train), (_BATCH,), generator=gen)
                 v, y = train.batch(idx)
-                x = _augment(to_model_input(v.to(device)), gen)
+                x = degrade_clips(to_model_input(v.to(device)), gen)
                 loss = F.cross_entropy(model(x), y.to(device))
                 opt.zero_grad(set_to_none=True)
                 loss.backward()

@@ -23,9 +23,9 @@ class GeneratorGroup(nn.Module):
         super().__init__()
         cond = cfg.z_dim + cfg.embed_dim
         kw = dict(cond_dim=cond, frames=cfg.frames, bn_eps=cfg.bn_eps, bn_momentum=cfg.bn_momentum,
-                  cross_replica=cfg.cross_replica_bn, sn_eps=cfg.sn_eps, impl=cfg.impl)
+                  cross_replica=cfg.cross_replica_bn, sn_eps=cfg.sn_eps)
         self.resolution = resolution  # spatial size of the ConvGRU state (input resolution)
-        self.gru = ConvGRU(in_ch, in_ch, cfg.gru_kernel, impl=cfg.impl, sn_eps=cfg.sn_eps)
+        self.gru = ConvGRU(in_ch, in_ch, cfg.gru_kernel, sn_eps=cfg.sn_eps)
         self.block1 = GBlock(in_ch, in_ch, upsample=False, **kw)  # B.2: "we skip upsampling in the first block"
         self.block2 = GBlock(in_ch, out_ch, upsample=True, **kw)
         self.initial_state = (
@@ -38,7 +38,6 @@ class GeneratorGroup(nn.Module):
         b = cond.shape[0]
         if h0 is None and self.initial_state is not None:
             h0 = x.new_zeros(b, self.gru.hidden_channels, self.resolution, self.resolution) + self.initial_state
-        # h0 None: the ConvGRU starts from zeros (the fast path skips W_h * 0 at the first frame)
         h = self.gru(x, h0, frames).flatten(0, 1)  # B.2: time folded into batch for the blocks
         h = self.block2(self.block1(h, cond), cond)
         h = h.unflatten(0, (b, frames))
@@ -65,7 +64,7 @@ class Generator(nn.Module):
         )
         # Appendix D: final BN -> relu -> conv -> tanh (class-conditional like every BN in G).
         self.out_bn = ConditionalBatchNorm(widths[-1], cond, cfg.frames, cfg.bn_eps, cfg.bn_momentum,
-                                           cfg.cross_replica_bn, cfg.sn_eps, impl=cfg.impl)
+                                           cfg.cross_replica_bn, cfg.sn_eps)
         self.out_conv = SNConv2d(widths[-1], 3, 3, padding=1, sn_eps=cfg.sn_eps)
 
     @property
@@ -76,12 +75,15 @@ class Generator(nn.Module):
     def state_channels(self) -> list[int]:
         return [g.gru.hidden_channels for g in self.groups]
 
-    def forward(self, z: torch.Tensor, y: torch.Tensor,
+    def forward(self, z: torch.Tensor, y: torch.Tensor | None = None, *, class_embedding: torch.Tensor | None = None,
                 initial_states: list[torch.Tensor] | None = None) -> torch.Tensor:
-        """z: [B, z_dim]; y: [B] class ids; initial_states: optional ConvGRU states per group
+        """z: [B, z_dim]; y: [B] class ids, or ``class_embedding`` [B, embed_dim] in place of e(y)
+        (class interpolation, E.2); initial_states: optional ConvGRU states per group
         (DVD-GAN-FP, B.4), smallest resolution first."""
+        if (y is None) == (class_embedding is None):
+            raise ValueError("pass exactly one of y and class_embedding")
         cfg, b = self.cfg, z.shape[0]
-        cond = torch.cat([z, self.embed(y)], 1)
+        cond = torch.cat([z, self.embed(y) if class_embedding is None else class_embedding], 1)
         x = self.affine(cond).view(b, -1, 4, 4)  # the ConvGRU input of the first group, every frame
         for i, group in enumerate(self.groups):
             x = group(x, cond, cfg.frames, None if initial_states is None else initial_states[i])

@@ -8,10 +8,13 @@ into the batch ([B*T, C, H, W], time-major inside each video) and are told T whe
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint as torch_checkpoint
 
 # --------------------------------------------------------------------------------------------
 # Spectral normalisation (B.3: "Spectral Normalization for all weight layers")
@@ -27,13 +30,11 @@ class SpectralNorm:
     sigma). Gradients flow through sigma = u^T W v with u, v held constant, as in Miyato et al.
     """
 
-    sn_eps: float = 1e-6
-
-    def _init_spectral_norm(self, eps: float) -> None:
-        self.sn_eps = eps
-        out = self.weight.shape[0]
-        u = torch.randn(1, out, device=self.weight.device, dtype=self.weight.dtype)
-        self.register_buffer("sn_u", F.normalize(u, dim=1, eps=eps))
+    def __init__(self, *args, sn_eps: float = 1e-6, **kwargs):
+        super().__init__(*args, **kwargs)  # the layer's own constructor (nn.Conv2d, ...)
+        self.sn_eps = sn_eps
+        u = torch.randn(1, self.weight.shape[0], device=self.weight.device, dtype=self.weight.dtype)
+        self.register_buffer("sn_u", F.normalize(u, dim=1, eps=sn_eps))
         # Orthogonal initialisation of every weight (B.3).
         if not self.weight.is_meta:
             nn.init.orthogonal_(self.weight)
@@ -59,38 +60,22 @@ class SpectralNorm:
 
 
 class SNConv2d(SpectralNorm, nn.Conv2d):
-    def __init__(self, *args, sn_eps: float = 1e-6, **kwargs):
-        super().__init__(*args, **kwargs)
-        self._init_spectral_norm(sn_eps)
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self._conv_forward(x, self.sn_weight(), self.bias)
 
 
 class SNConv3d(SpectralNorm, nn.Conv3d):
-    def __init__(self, *args, sn_eps: float = 1e-6, **kwargs):
-        super().__init__(*args, **kwargs)
-        self._init_spectral_norm(sn_eps)
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self._conv_forward(x, self.sn_weight(), self.bias)
 
 
 class SNLinear(SpectralNorm, nn.Linear):
-    def __init__(self, *args, sn_eps: float = 1e-6, **kwargs):
-        super().__init__(*args, **kwargs)
-        self._init_spectral_norm(sn_eps)
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.linear(x, self.sn_weight(), self.bias)
 
 
 class SNEmbedding(SpectralNorm, nn.Embedding):
     """Class embedding of the projection discriminator (Miyato & Koyama), spectrally normed."""
-
-    def __init__(self, *args, sn_eps: float = 1e-6, **kwargs):
-        super().__init__(*args, **kwargs)
-        self._init_spectral_norm(sn_eps)
 
     def forward(self, y: torch.Tensor) -> torch.Tensor:
         return F.embedding(y, self.sn_weight())
@@ -104,7 +89,7 @@ def power_iteration(module: nn.Module, n: int = 1) -> None:
 
 
 # --------------------------------------------------------------------------------------------
-# Exact fusions of a 3x3 convolution with nearest upsampling / average pooling (fast path)
+# Exact fusions of a 3x3 convolution with nearest upsampling / average pooling
 # --------------------------------------------------------------------------------------------
 
 
@@ -155,13 +140,14 @@ def _per_timestep_batch_norm(
     xv = x.reshape(bt // frames, frames * c, h, w)
     if cross_replica and training and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
         # Cross-replica BN: statistics over the global batch (still per timestep), in fp32 (also
-        # under bf16 autocast). Two passes, like F.batch_norm: an all_reduce of [sum x, count]
+        # under bf16 autocast; fp64 stays fp64, which tests/test_distributed.py's 2-vs-1-process
+        # training check needs). Two passes, like F.batch_norm: an all_reduce of [sum x, count]
         # gives the mean, then one of sum (x - mean)^2 the variance. (E[x^2] - E[x]^2 in one
         # all_reduce loses the variance to cancellation wherever |mean| >> std.) The backward of
         # each all_reduce is an all_reduce of its gradient, so autograd gives the gradient of BN
         # over the concatenated batch (tests/test_distributed.py checks it).
-        xf = xv.float()
-        n_local = torch.tensor([xv.shape[0] * h * w], device=x.device, dtype=torch.float32)
+        xf = xv.to(torch.promote_types(xv.dtype, torch.float32))
+        n_local = torch.tensor([xv.shape[0] * h * w], device=x.device, dtype=xf.dtype)
         sums = _AllReduceSum.apply(torch.cat([xf.sum(dim=(0, 2, 3)), n_local]))
         n = sums[-1]
         mean = sums[:-1] / n
@@ -221,25 +207,68 @@ class ConditionalBatchNorm(TimestepBatchNorm):
     that are (spectrally normed) linear functions of the conditioning vector [z; e(y)] (B.2)."""
 
     def __init__(self, channels: int, cond_dim: int, frames: int, eps: float = 1e-4, momentum: float = 0.1,
-                 cross_replica: bool = False, sn_eps: float = 1e-6, impl: str = "fast"):
+                 cross_replica: bool = False, sn_eps: float = 1e-6):
         super().__init__(channels, frames, eps, momentum, cross_replica)
         del self.weight, self.bias
-        self.impl = impl
         self.gain = SNLinear(cond_dim, channels, sn_eps=sn_eps)
         self.bias = SNLinear(cond_dim, channels, sn_eps=sn_eps)
 
     def forward(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
-        # x: [B*T, C, H, W]; cond: [B, cond_dim], shared by all T frames of a video.
-        if self.impl == "reference":
-            gain = (1 + self.gain(cond)).repeat_interleave(self.frames, 0)
-            bias = self.bias(cond).repeat_interleave(self.frames, 0)
-            return self.normalize(x) * gain[:, :, None, None] + bias[:, :, None, None]
-        # fast: the per-video gain and bias broadcast over [B, T, C, H, W]; one fused pass
+        """x: [B*T, C, H, W]; cond: [B, cond_dim], shared by all T frames of a video: the gain and
+        bias of each video broadcast over its frames, bias + BN(x) * (1 + gain) in one pass."""
         bt, c, h, w = x.shape
         b = cond.shape[0]
         gain = (1 + self.gain(cond)).view(b, 1, c, 1, 1)
         bias = self.bias(cond).view(b, 1, c, 1, 1)
         return torch.addcmul(bias, self.normalize(x).view(b, bt // b, c, h, w), gain).view(bt, c, h, w)
+
+
+# --------------------------------------------------------------------------------------------
+# Activation checkpointing (train.activation_checkpointing): a per-block option
+# --------------------------------------------------------------------------------------------
+
+
+def checkpointable(forward):
+    """Decorator of a block's ``forward``: with ``self.checkpoint_activations`` set (and autograd
+    on), the block's activations are recomputed in backward instead of kept
+    (``torch.utils.checkpoint``, non-reentrant, so it composes with DDP). The recomputation runs
+    BN layers again in training mode: their running statistics are restored afterwards, so they
+    move once per forward, as without checkpointing."""
+
+    @functools.wraps(forward)
+    def run(self, *args, **kwargs):
+        if not (self.checkpoint_activations and torch.is_grad_enabled()):
+            return forward(self, *args, **kwargs)
+        calls = [0]
+
+        def once(*a, **k):
+            calls[0] += 1
+            if calls[0] == 1:  # the forward pass: BN running statistics update once, here
+                return forward(self, *a, **k)
+            bns = [m for m in self.modules() if isinstance(m, TimestepBatchNorm)]
+            saved = [(m.running_mean.clone(), m.running_var.clone()) for m in bns]
+            try:  # the recomputation in backward (which may stop early, by an exception)
+                return forward(self, *a, **k)
+            finally:  # ... leaves the statistics as they were
+                for m, (mean, var) in zip(bns, saved):
+                    m.running_mean.copy_(mean)
+                    m.running_var.copy_(var)
+
+        # No randomness inside ConvGRUs or residual blocks: no RNG state to stash.
+        return torch_checkpoint(once, *args, use_reentrant=False, preserve_rng_state=False, **kwargs)
+
+    return run
+
+
+def set_activation_checkpointing(module: nn.Module, enabled: bool) -> int:
+    """Set ``checkpoint_activations`` on every ConvGRU and GBlock of G and every DBlock of D and
+    of DVD-GAN-FP's conditioning stack in ``module``; returns how many blocks there are. Blocks
+    rather than whole generator groups: the largest group of the 48-frame presets alone holds
+    several GB per video (docs/scaling.md). Parameter names, hence checkpoints, are unchanged."""
+    blocks = [m for m in module.modules() if isinstance(m, (ConvGRU, GBlock, DBlock))]
+    for m in blocks:
+        m.checkpoint_activations = enabled
+    return len(blocks)
 
 
 # --------------------------------------------------------------------------------------------
@@ -255,67 +284,40 @@ class ConvGRU(nn.Module):
         c   = relu(W_c *3 [x_t; r . h_{t-1}] + b_c)          (relu, not tanh)
         h_t = u . h_{t-1} + (1 - u) . c
 
-    Each W is its own spectrally normalised layer. ``impl="reference"`` evaluates the equations
-    literally, frame by frame. ``impl="fast"`` computes the same function: every weight is
-    normalised once per call, and W * [h; x] = W_h * h + W_x * x lets the input convolutions
-    of all frames run as one batched convolution outside the recurrence (once only when the
-    input is the same for every frame).
+    Each W is its own spectrally normalised layer, normalised once per call. Since
+    W * [h; x] = W_h * h + W_x * x, the input parts of the three convolutions run for all frames
+    at once, outside the recurrence (once only when the input is the same for every frame).
     """
 
-    def __init__(self, in_channels: int, hidden_channels: int, kernel_size: int = 3, impl: str = "fast",
-                 sn_eps: float = 1e-6):
+    checkpoint_activations = False
+
+    def __init__(self, in_channels: int, hidden_channels: int, kernel_size: int = 3, sn_eps: float = 1e-6):
         super().__init__()
         p = kernel_size // 2
-        self.in_channels, self.hidden_channels, self.impl = in_channels, hidden_channels, impl
+        self.in_channels, self.hidden_channels = in_channels, hidden_channels
         cat = in_channels + hidden_channels
         self.reset_gate = SNConv2d(cat, hidden_channels, kernel_size, padding=p, sn_eps=sn_eps)  # W_r on [h; x]
         self.update_gate = SNConv2d(cat, hidden_channels, kernel_size, padding=p, sn_eps=sn_eps)  # W_u on [h; x]
         self.candidate = SNConv2d(cat, hidden_channels, kernel_size, padding=p, sn_eps=sn_eps)  # W_c on [x; r.h]
 
-    def step(self, x: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
-        """One literal step of the four equations."""
-        hx = torch.cat([h, x], 1)
-        r = torch.sigmoid(self.reset_gate(hx))
-        u = torch.sigmoid(self.update_gate(hx))
-        c = torch.relu(self.candidate(torch.cat([x, r * h], 1)))
-        return u * h + (1 - u) * c
-
+    @checkpointable
     def forward(self, x: torch.Tensor, h0: torch.Tensor | None, frames: int) -> torch.Tensor:
         """x: [B, T, Cin, H, W], or [B, Cin, H, W] used as the input at every frame.
         h0: [B, Chid, H, W], or None for zeros. Returns the hidden states [B, T, Chid, H, W]."""
-        shared = x.dim() == 4
-        if self.impl == "reference":
-            if h0 is None:
-                h0 = x.new_zeros(x.shape[0], self.hidden_channels, *x.shape[-2:])
-            h, out = h0, []
-            for t in range(frames):
-                h = self.step(x if shared else x[:, t], h)
-                out.append(h)
-            return torch.stack(out, 1)
-        return self._fast(x, h0, frames, shared)
-
-    def _fast(self, x: torch.Tensor, h0: torch.Tensor | None, frames: int, shared: bool) -> torch.Tensor:
-        ch = self.hidden_channels
+        ch, cin, pad = self.hidden_channels, self.in_channels, self.candidate.padding
         wr, wu, wc = self.reset_gate.sn_weight(), self.update_gate.sn_weight(), self.candidate.sn_weight()
-        pad = self.candidate.padding
-        # Input-to-hidden parts of all three convolutions, one conv for every frame at once.
-        w_x = torch.cat([wr[:, ch:], wu[:, ch:], wc[:, : self.in_channels]], 0)
+        w_x = torch.cat([wr[:, ch:], wu[:, ch:], wc[:, :cin]], 0)  # W_x of r, u, c: one conv
         b_x = torch.cat([self.reset_gate.bias, self.update_gate.bias, self.candidate.bias])
-        w_h_ru = torch.cat([wr[:, :ch], wu[:, :ch]], 0)
-        w_h_c = wc[:, self.in_channels :]
-        b, hh, ww = x.shape[0], x.shape[-2], x.shape[-1]
-        if shared:
-            gx = F.conv2d(x, w_x, b_x, padding=pad)  # [B, 3Ch, H, W], the same for every t
-            gxs = [gx] * frames
+        w_h_ru, w_h_c = torch.cat([wr[:, :ch], wu[:, :ch]], 0), wc[:, cin:]
+        if x.dim() == 4:  # the same input at every frame: W_x * x once
+            gxs = [F.conv2d(x, w_x, b_x, padding=pad)] * frames
         else:
-            gx = F.conv2d(x.flatten(0, 1), w_x, b_x, padding=pad).view(b, frames, 3 * ch, hh, ww)
-            gxs = gx.unbind(1)
+            gxs = F.conv2d(x.flatten(0, 1), w_x, b_x, padding=pad).unflatten(0, x.shape[:2]).unbind(1)
         h, out = h0, []
-        for t in range(frames):
-            gx_ru, gx_c = gxs[t].split([2 * ch, ch], 1)
+        for gx in gxs:
+            gx_ru, gx_c = gx.split([2 * ch, ch], 1)
             if h is None:  # zero state: W_h * 0 = 0, so r does not matter and h_1 = (1 - u) c
-                u = torch.sigmoid(gx_ru[:, ch:])
-                h = torch.relu(gx_c) * (1 - u)
+                h = torch.relu(gx_c) * (1 - torch.sigmoid(gx_ru[:, ch:]))
             else:
                 r, u = torch.sigmoid(F.conv2d(h, w_h_ru, padding=pad).add_(gx_ru)).split(ch, 1)
                 c = torch.relu(F.conv2d(r * h, w_h_c, padding=pad).add_(gx_c))
@@ -333,16 +335,17 @@ class GBlock(nn.Module):
     """BigGAN generator block applied per frame (time folded into batch, B.2):
     CBN -> relu -> [upsample] -> conv3x3 -> CBN -> relu -> conv3x3, plus a 1x1 shortcut.
 
-    ``impl="fast"`` computes the same function with nearest upsampling followed by the 3x3 conv
-    as one transposed convolution (:func:`upsample_conv3x3`) and the 1x1 shortcut applied before
-    the upsampling (they commute); ``"reference"`` is the literal sequence."""
+    Nearest upsampling followed by the 3x3 conv runs as one transposed convolution
+    (:func:`upsample_conv3x3`), and the 1x1 shortcut before the upsampling (they commute)."""
+
+    checkpoint_activations = False
 
     def __init__(self, in_ch: int, out_ch: int, cond_dim: int, frames: int, upsample: bool, bn_eps: float = 1e-4,
-                 bn_momentum: float = 0.1, cross_replica: bool = False, sn_eps: float = 1e-6, impl: str = "fast"):
+                 bn_momentum: float = 0.1, cross_replica: bool = False, sn_eps: float = 1e-6):
         super().__init__()
         bn = dict(cond_dim=cond_dim, frames=frames, eps=bn_eps, momentum=bn_momentum, cross_replica=cross_replica,
-                  sn_eps=sn_eps, impl=impl)
-        self.upsample, self.impl = upsample, impl
+                  sn_eps=sn_eps)
+        self.upsample = upsample
         self.bn1 = ConditionalBatchNorm(in_ch, **bn)
         # no bias: it would be removed by the BN that follows
         self.conv1 = SNConv2d(in_ch, out_ch, 3, padding=1, bias=False, sn_eps=sn_eps)
@@ -350,24 +353,10 @@ class GBlock(nn.Module):
         self.conv2 = SNConv2d(out_ch, out_ch, 3, padding=1, sn_eps=sn_eps)
         self.shortcut = SNConv2d(in_ch, out_ch, 1, sn_eps=sn_eps) if (in_ch != out_ch or upsample) else None
 
+    @checkpointable
     def forward(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
-        if self.impl != "reference":
-            return self._fast(x, cond)
-        h = F.relu(self.bn1(x, cond))
-        if self.upsample:
-            h = F.interpolate(h, scale_factor=2, mode="nearest")
-            x = F.interpolate(x, scale_factor=2, mode="nearest")
-        h = self.conv2(F.relu(self.bn2(self.conv1(h), cond)))
-        if self.shortcut is not None:
-            x = self.shortcut(x)
-        return h + x
-
-    def _fast(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         h = F.relu(self.bn1(x, cond), inplace=True)
-        if self.upsample:
-            h = upsample_conv3x3(h, self.conv1.sn_weight(), self.conv1.bias)
-        else:
-            h = self.conv1(h)
+        h = upsample_conv3x3(h, self.conv1.sn_weight(), self.conv1.bias) if self.upsample else self.conv1(h)
         h = self.conv2(F.relu(self.bn2(h, cond), inplace=True))
         if self.shortcut is not None:
             x = self.shortcut(x)
@@ -380,54 +369,47 @@ class DBlock(nn.Module):
     """BigGAN discriminator block, 2-D or 3-D (3x3x3 convs; the first two blocks of D_T, B.2):
     [relu] -> conv -> relu -> conv -> [avg-pool], plus a 1x1 shortcut.
 
-    ``impl="fast"`` computes the same function in channels-last layout, with the second conv and
-    the average pooling as one strided convolution (:func:`conv3x3_avg_pool`) and the 1x1
-    shortcut applied after the pooling (they commute); ``"reference"`` is the literal sequence."""
+    Runs in channels-last layout; the second conv and the average pooling run as one strided
+    convolution (:func:`conv3x3_avg_pool`), and the 1x1 shortcut after the pooling (they commute)."""
+
+    checkpoint_activations = False
 
     def __init__(self, in_ch: int, out_ch: int, downsample: bool, preactivation: bool = True, dims: int = 2,
-                 downsample_time: bool = False, sn_eps: float = 1e-6, impl: str = "fast"):
+                 downsample_time: bool = False, sn_eps: float = 1e-6):
         super().__init__()
         conv = SNConv2d if dims == 2 else SNConv3d
-        self.dims, self.downsample, self.preactivation, self.impl = dims, downsample, preactivation, impl
+        self.dims, self.downsample, self.preactivation = dims, downsample, preactivation
         self.downsample_time = downsample_time
         self.conv1 = conv(in_ch, out_ch, 3, padding=1, sn_eps=sn_eps)
         self.conv2 = conv(out_ch, out_ch, 3, padding=1, sn_eps=sn_eps)
         self.shortcut = conv(in_ch, out_ch, 1, sn_eps=sn_eps) if (in_ch != out_ch or downsample) else None
 
-    def _pool_size(self, x: torch.Tensor) -> tuple[int, ...]:
+    def pool_size(self, x: torch.Tensor) -> tuple[int, ...]:
         if self.dims == 2:
             return (2, 2)
         return (2 if (self.downsample_time and x.shape[2] > 1) else 1, 2, 2)
 
-    def _pool(self, x: torch.Tensor) -> torch.Tensor:
+    def pool(self, x: torch.Tensor) -> torch.Tensor:
+        """2x average pooling (3-D: time too, with ``downsample_time``; ceil mode for odd T)."""
         if not self.downsample:
             return x
         if self.dims == 2:
             return F.avg_pool2d(x, 2)
-        return F.avg_pool3d(x, self._pool_size(x), ceil_mode=True)
+        return F.avg_pool3d(x, self.pool_size(x), ceil_mode=True)
 
+    @checkpointable
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.impl != "reference":
-            return self._fast(x)
-        h = F.relu(x) if self.preactivation else x
-        h = self._pool(self.conv2(F.relu(self.conv1(h))))
-        if self.shortcut is not None:
-            # BigGAN: conv before pooling for pre-activated blocks, after it for the first block.
-            x = self._pool(self.shortcut(x)) if self.preactivation else self.shortcut(self._pool(x))
-        return h + x
-
-    def _fast(self, x: torch.Tensor) -> torch.Tensor:
         x = x.contiguous(memory_format=torch.channels_last if self.dims == 2 else torch.channels_last_3d)
         h = F.relu(x) if self.preactivation else x
         h = F.relu(self.conv1(h), inplace=True)
-        pool = self._pool_size(h)
-        # ceil-mode 3-D pooling of an odd size averages a partial window: keep the literal order
+        pool = self.pool_size(h)
+        # ceil-mode 3-D pooling of an odd size averages a partial window: conv, then pool
         if self.downsample and (self.dims == 2 or all(n % k == 0 for n, k in zip(h.shape[2:], pool))):
             h = conv3x3_avg_pool(h, self.conv2.sn_weight(), self.conv2.bias, pool)
         else:
-            h = self._pool(self.conv2(h))
+            h = self.pool(self.conv2(h))
         if self.shortcut is not None:
-            x = self.shortcut(self._pool(x))  # 1x1 conv and average pooling commute
+            x = self.shortcut(self.pool(x))  # 1x1 conv and average pooling commute
         return h.add_(x)
 
 

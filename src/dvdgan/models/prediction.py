@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dvdgan.config import ModelConfig
-from dvdgan.models.discriminators import _widths
+from dvdgan.models.discriminators import d_widths
 from dvdgan.models.generator import Generator
 from dvdgan.models.layers import DBlock, SNConv2d
 
@@ -23,10 +23,10 @@ class ConditioningStack(nn.Module):
 
     def __init__(self, cfg: ModelConfig, state_resolutions: list[int], state_channels: list[int]):
         super().__init__()
-        widths, n, c = _widths(cfg), len(cfg.d_multipliers), cfg.context_frames
+        widths, n, c = d_widths(cfg), len(cfg.d_multipliers), cfg.context_frames
         self.blocks = nn.ModuleList(
             DBlock(3 if i == 0 else widths[i - 1], widths[i], downsample=i < n - 1, preactivation=i > 0,
-                   sn_eps=cfg.sn_eps, impl=cfg.impl)
+                   sn_eps=cfg.sn_eps)
             for i in range(n)
         )  # B.4: a residual network identical to D_S
         out_res, res = [], cfg.resolution
@@ -68,13 +68,23 @@ class PredictionGenerator(Generator):
         super().__init__(cfg)
         self.conditioning = ConditioningStack(cfg, self.state_resolutions, self.state_channels)
 
-    def forward(self, z: torch.Tensor, y: torch.Tensor, context: torch.Tensor | None = None,
-                initial_states: list[torch.Tensor] | None = None) -> torch.Tensor:
+    def forward(self, z: torch.Tensor, y: torch.Tensor | None = None, context: torch.Tensor | None = None, *,
+                class_embedding: torch.Tensor | None = None) -> torch.Tensor:
         if context is None:
             raise ValueError("a prediction generator needs the context frames")
-        return super().forward(z, y, self.conditioning(context))
+        return super().forward(z, y, class_embedding=class_embedding, initial_states=self.conditioning(context))
 
 
 def build_generator(cfg: ModelConfig) -> Generator:
     """The synthesis generator, or DVD-GAN-FP's when the config has context frames."""
     return PredictionGenerator(cfg) if cfg.context_frames > 0 else Generator(cfg)
+
+
+def full_video(generator: nn.Module, z: torch.Tensor, y: torch.Tensor, context: torch.Tensor | None = None
+               ) -> torch.Tensor:
+    """The whole video G makes, as D judges it and people watch it: G(z, y) for synthesis; for
+    DVD-GAN-FP the C context frames followed by the T predicted ones, with the class id fixed to 0
+    (B.4). ``generator`` may be wrapped (DDP, torch.compile)."""
+    if context is None:
+        return generator(z, y)
+    return torch.cat([context, generator(z, torch.zeros_like(y), context)], 1)

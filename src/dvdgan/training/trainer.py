@@ -1,42 +1,42 @@
 """The DVD-GAN training loop (B.3): one trainer for one CPU, one GPU or many (torchrun / DDP).
 
-Per generator update: ``d_steps`` (2) discriminator updates on real clips and fresh samples,
-then one generator update; hinge losses on D_S + D_T (2.2, 3.1); Adam with lr G 1e-4 and
-lr D 5e-4; an EMA of G's weights for sampling. Everything that decides the numbers (weights,
-optimiser moments, RNG states, data position) is in the checkpoint, so ``--resume`` continues
-bit-identically on CPU.
+Per training step (:meth:`Trainer.train_step`): ``d_steps`` (2) discriminator updates on real
+clips and fresh samples, then one generator update; hinge losses on D_S + D_T (2.2, 3.1); Adam
+with lr G 1e-4 and lr D 5e-4; an EMA of G's weights for sampling. Everything that decides the
+numbers (weights, optimiser moments, RNG states, data position) is in the checkpoint, so
+``--resume`` continues bit-identically on CPU.
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
-import functools
 import json
 import math
-import os
 import signal
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
-from torch.utils.checkpoint import checkpoint as torch_checkpoint
 
 from dvdgan import checkpoint as ckpt_io
-from dvdgan.config import Config
+from dvdgan.augment import AdaptiveP, VideoAugment
+from dvdgan.config import Config, apply_overrides
+from dvdgan.data.sampler import BatchKeys, ClipSampler
 from dvdgan.data.transforms import to_model_input, to_uint8
 from dvdgan.errors import DvdganError
 from dvdgan.losses import dual_d_loss, dual_g_loss
 from dvdgan.models import DualDiscriminator, power_iteration
 from dvdgan.models.discriminators import sample_frame_indices
-from dvdgan.models.prediction import build_generator
+from dvdgan.models.layers import set_activation_checkpointing
+from dvdgan.models.prediction import build_generator, full_video
+from dvdgan.rundir import check_writable
 from dvdgan.training.distributed import (
-    DistInfo,
     all_ranks,
     any_rank,
     barrier,
@@ -54,227 +54,149 @@ class TrainingDiverged(DvdganError):
     """A loss became NaN or infinite and train.nonfinite is "stop"."""
 
 
-class KeySampler:
-    """Infinite stream of batches of dataset keys (index, sample_seed) for one replica.
+@dataclass
+class Network:
+    """One network under training: its weights, its optimiser, the wrapper its own update calls
+    (DDP across replicas, torch.compile) and the one the other network's update calls (compiled,
+    never DDP: no gradients of a frozen network are reduced)."""
 
-    B.1: every replica shuffles the whole training set independently (seeded by (seed, rank)),
-    rather than taking a shard of it. The batch at position p is a pure function of
-    (seed, rank, p), so a resumed run reads exactly the clips it would have read.
-
-    ``shard=(i, n)`` (train.data_sharding="split"): ``batch`` is the global batch of one stream
-    shared by n replicas and replica i gets its i-th slice of every batch.
-    """
-
-    def __init__(self, n: int, batch: int, seed: int, rank: int, start_batch: int = 0,
-                 shard: tuple[int, int] = (0, 1)):
-        self.n, self.batch, self.seed, self.rank, self.start_batch = n, batch, seed, rank, start_batch
-        if batch % shard[1]:
-            raise ValueError(f"a batch of {batch} cannot be split {shard[1]} ways")
-        self.shard = shard
-        self._perm_epoch, self._perm = -1, None
-
-    def _key(self, position: int) -> tuple[int, int]:
-        epoch, offset = divmod(position, self.n)
-        if epoch != self._perm_epoch:
-            self._perm = np.random.default_rng([self.seed, self.rank, epoch]).permutation(self.n)
-            self._perm_epoch = epoch
-        sample_seed = int(np.random.SeedSequence([self.seed, self.rank, position]).generate_state(1)[0])
-        return int(self._perm[offset]), sample_seed
-
-    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
-        b = self.start_batch
-        index, count = self.shard
-        local = self.batch // count
-        while True:
-            yield [self._key(b * self.batch + i) for i in range(index * local, (index + 1) * local)]
-            b += 1
+    module: nn.Module
+    opt: torch.optim.Optimizer
+    update: nn.Module
+    frozen: nn.Module
 
 
-# ----------------------------------------------------------------------------------------
-# activation checkpointing (train.activation_checkpointing, CUDA)
-# ----------------------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def _keep_running_stats(module: nn.Module):
-    """Undo any update of BN running statistics made inside the block (the recomputation)."""
-    from dvdgan.models.layers import TimestepBatchNorm
-
-    saved = [(b, b.detach().clone()) for m in module.modules() if isinstance(m, TimestepBatchNorm)
-             for b in (m.running_mean, m.running_var)]
-    try:
-        yield
-    finally:
-        with torch.no_grad():
-            for b, v in saved:
-                b.copy_(v)
-
-
-def _checkpointed(forward, module: nn.Module, *args, **kwargs):
-    if not torch.is_grad_enabled():
-        return forward(*args, **kwargs)
-    calls = [0]
-
-    def run(*a, **k):
-        calls[0] += 1
-        if calls[0] == 1:  # the forward pass: BN running statistics update once, here
-            return forward(*a, **k)
-        with _keep_running_stats(module):  # the recomputation in backward: statistics unchanged
-            return forward(*a, **k)
-
-    # No randomness inside ConvGRUs or residual blocks: no RNG state to stash.
-    return torch_checkpoint(run, *args, use_reentrant=False, preserve_rng_state=False, **kwargs)
-
-
-def enable_activation_checkpointing(module: nn.Module) -> int:
-    """Recompute, in backward, the activations of every ConvGRU and residual block of G (GBlock)
-    and of every residual block of D and of DVD-GAN-FP's conditioning stack (DBlock), instead of
-    keeping them (``torch.utils.checkpoint``, non-reentrant, so it composes with DDP). Blocks
-    rather than whole generator groups: the largest group of the 48-frame presets alone holds
-    several GB per video (docs/scaling.md). The recomputation runs the blocks' BN layers again in
-    training mode: their running statistics are restored afterwards, so they move once per
-    forward, as without checkpointing. Patches ``forward`` on the instances (parameter names,
-    hence checkpoints, are unchanged); returns the number of blocks wrapped."""
-    from dvdgan.models.layers import ConvGRU, DBlock, GBlock
-
-    n = 0
-    for m in module.modules():
-        if isinstance(m, (ConvGRU, GBlock, DBlock)) and "forward" not in vars(m):
-            m.forward = functools.partial(_checkpointed, m.forward, m)
-            n += 1
-    return n
-
-
-def resolve_device(name: str, dist_info: DistInfo) -> torch.device:
+def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda":
-        return torch.device("cuda", dist_info.local_rank)
+        return torch.device("cuda", local_rank)
     return torch.device(name)
 
 
-def check_writable(out_dir: Path) -> None:
-    """Fail before creating anything if RUN_DIR cannot be written."""
-    p = out_dir
-    while not p.exists():
-        p = p.parent
-    if not p.is_dir():
-        raise DvdganError(f"cannot create run directory {out_dir}: {p} is not a directory")
-    if not os.access(p, os.W_OK | os.X_OK):
-        raise DvdganError(f"cannot write run directory {out_dir}: permission denied on {p}")
+def classes_from_data(cfg: Config, dataset) -> tuple[Config, str | None]:
+    """A synthesis model's class count from a labelled dataset whose count differs from the
+    preset's: (config with model.num_classes set, the one line that says so)."""
+    have, want = dataset.num_classes, cfg.model.num_classes
+    if cfg.model.context_frames or have == want or have < 1:
+        return cfg, None
+    return apply_overrides(cfg, [f"model.num_classes={have}"]), (
+        f"model.num_classes={have} from the dataset's {have} classes (the preset has {want})")
 
 
 class Trainer:
+    """Usage: ``Trainer(cfg, run_dir).train()``; or, step by step, ``trainer.train_step(batches)``
+    with an iterator of real ``(uint8 video, label)`` batches (what the loop and the benchmark do).
+
+    ``classes_from_data``: a synthesis model takes its class count from the dataset when the
+    config's differs (the command line sets it unless model.num_classes was given explicitly)."""
+
     def __init__(self, cfg: Config, out_dir: str | Path, *, resume: bool = False, progress: bool = True,
-                 dataset=None):
+                 dataset=None, classes_from_data: bool = False):
         self.out_dir = Path(out_dir)
         check_writable(self.out_dir)
         self.cfg = cfg.validate()
-        t = cfg.train
+        self.progress = progress
+        self._notices: list[str] = []
+        self._setup_processes()
+        self.dataset = dataset if dataset is not None else self._build_dataset()
+        self._check_classes(classes_from_data)
+        self._resolve_batch()
+        self._build_networks()
+        self.step, self.skipped_steps = 0, 0
+        self.started = time.perf_counter()  # metrics.jsonl: elapsed_s counts from this launch
+        self.resumed_from: Path | None = None
+        self.last_saved: Path | None = None
+        self._saved_step = -1  # the step of the newest checkpoint this run wrote or loaded
+        if resume:
+            self._resume()
+        self._wrap_networks()
+        self.writer = None
+        self.last_eval: dict[str, float] = {}
+        self.interrupted = False
+        self._fixed_samples()
+
+    # ------------------------------------------------------------------------------------
+    # set-up, in the order __init__ runs it
+    # ------------------------------------------------------------------------------------
+
+    def _setup_processes(self) -> None:
+        t = self.cfg.train
         device_type = "cuda" if (t.device in ("auto", "cuda") and torch.cuda.is_available()) else "cpu"
         self.dist = init_distributed(device_type)
-        self.device = resolve_device(t.device, self.dist)
+        self.device = resolve_device(t.device, self.dist.local_rank)
         self.is_main = self.dist.is_main
-        self.progress = progress and self.is_main
         # train.data_sharding="split": one data stream and one RNG stream for all replicas, each
         # taking its slice of every global draw (docs/scaling.md); "independent" (B.1) otherwise.
-        self.split = t.data_sharding == "split"
-        if self.split and cfg.model.temporal_downsample == "crop_half":
+        self.shared_stream = t.data_sharding == "split"
+        if self.shared_stream and self.cfg.model.temporal_downsample == "crop_half":
             raise DvdganError('train.data_sharding="split" does not support model.temporal_downsample='
                               '"crop_half" (its random crops are drawn inside D_T per replica)')
-        self._seed_rank = 0 if self.split else self.dist.rank
-        ckpt = None
-        if resume:  # rank 0 picks the checkpoint, so every rank resumes from the same one
-            ckpts = ckpt_io.list_checkpoints(self.out_dir / "checkpoints") if self.is_main else []
-            ckpt = broadcast_object(str(ckpts[-1]) if ckpts else None, self.dist)
-            ckpt = Path(ckpt) if ckpt is not None else None
-            if not all_ranks(ckpt is None or ckpt.exists(), self.dist, self.device):  # all ranks stop together
-                raise DvdganError(f"some rank cannot see checkpoint {ckpt}: with several nodes the run directory "
-                                  "must be on a shared file system")
-        self._notices: list[str] = []
-        if self.device.type != "cuda":
-            for flag in ("bf16", "compile", "activation_checkpointing"):
-                if getattr(t, flag):
-                    self._notices.append(f"train.{flag} applies on CUDA only; ignored on {self.device.type}")
+        self.stream_rank = 0 if self.shared_stream else self.dist.rank  # whose RNG / data stream this is
+        self.bad_log = self.out_dir / "bad_videos.log"
 
-        # Effective batch = per-replica batch x replicas x accumulation steps.
-        world, accum = self.dist.world_size, t.grad_accum
+    def _build_dataset(self):
+        from dvdgan.data import build_dataset
+
+        cfg = self.cfg
+        return build_dataset(cfg.data, split=cfg.data.split, frames=cfg.model.total_frames,
+                             resolution=cfg.model.resolution, seed=cfg.train.seed, bad_log=str(self.bad_log))
+
+    def _check_classes(self, from_data: bool) -> None:
+        m, have = self.cfg.model, self.dataset.num_classes
+        if m.context_frames or have <= m.num_classes and not from_data:
+            return
+        if from_data:
+            self.cfg, notice = classes_from_data(self.cfg, self.dataset)
+            if notice:
+                self._notices.append(notice)
+            return
+        raise DvdganError(f"the dataset has {have} classes but model.num_classes is {m.num_classes}: "
+                          f"set model.num_classes={have}")
+
+    def _resolve_batch(self) -> None:
+        """Effective batch = per-replica batch x replicas x accumulation steps."""
+        t, world = self.cfg.train, self.dist.world_size
         if t.per_replica_batch:
             self.per_replica_batch = t.per_replica_batch
+        elif t.batch_size % (world * t.grad_accum):
+            raise DvdganError(f"train.batch_size={t.batch_size} is not divisible by {world} replicas x "
+                              f"{t.grad_accum} accumulation steps")
         else:
-            if t.batch_size % (world * accum):
-                raise DvdganError(f"train.batch_size={t.batch_size} is not divisible by {world} replicas x "
-                                  f"{accum} accumulation steps")
-            self.per_replica_batch = t.batch_size // (world * accum)
-        self.effective_batch = self.per_replica_batch * world * accum
+            self.per_replica_batch = t.batch_size // (world * t.grad_accum)
+        self.effective_batch = self.per_replica_batch * world * t.grad_accum
         if self.effective_batch != t.batch_size:
-            self._notices.append(f"train.per_replica_batch={t.per_replica_batch} x {world} replicas x {accum} "
-                                 f"accumulation gives an effective batch of {self.effective_batch}, not "
-                                 f"train.batch_size={t.batch_size}")
+            self._notices.append(f"train.per_replica_batch={t.per_replica_batch} x {world} replicas x "
+                                 f"{t.grad_accum} accumulation gives an effective batch of {self.effective_batch}, "
+                                 f"not train.batch_size={t.batch_size}")
 
-        torch.manual_seed(t.seed * 7919 + self._seed_rank)
-        m = cfg.model
+    def _build_networks(self) -> None:
+        t, m = self.cfg.train, self.cfg.model
+        torch.manual_seed(t.seed * 7919 + self.stream_rank)
         self.G = build_generator(m).to(self.device)
         self.D = DualDiscriminator(m).to(self.device)
         self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False)
-        self.opt_g = torch.optim.Adam(self.G.parameters(), lr=t.lr_g, betas=tuple(t.adam_betas), eps=t.adam_eps)
-        self.opt_d = torch.optim.Adam(self.D.parameters(), lr=t.lr_d, betas=tuple(t.adam_betas), eps=t.adam_eps)
-        self.step = 0
-        self.skipped_steps = 0
-        self._launched = time.perf_counter()  # metrics.jsonl: elapsed_s counts from this launch
-        self._resumed_from: Path | None = None
-        self._saved_step = -1  # the step of the newest checkpoint this run wrote or loaded
 
-        if ckpt is not None:
-            self._load(ckpt)
+        def adam(module: nn.Module, lr: float) -> torch.optim.Optimizer:
+            return torch.optim.Adam(module.parameters(), lr=lr, betas=tuple(t.adam_betas), eps=t.adam_eps)
 
-        # Wrappers used for the updates: DDP for the network being trained. Every rank starts from
-        # rank 0's weights and buffers (G, EMA G, D); buffers are not broadcast again before each
-        # forward (see ddp_buffer_kwargs).
-        self.G_train: nn.Module = self.G
-        self.D_train: nn.Module = self.D
-        if self.dist.enabled:
-            for module in (self.G, self.G_ema, self.D):
-                broadcast_module(module, self.dist)
-            ids = [self.device.index] if self.device.type == "cuda" else None
-            # gradient_as_bucket_view: the gradients live in DDP's all_reduce buckets (no second copy)
-            kw = dict(device_ids=ids, gradient_as_bucket_view=True, **ddp_buffer_kwargs())
-            self.G_train = DDP(self.G, **kw)
-            self.D_train = DDP(self.D, **kw)
-        cuda = self.device.type == "cuda"
-        if t.activation_checkpointing and cuda:  # after G_ema was copied: G_ema samples without it
-            enable_activation_checkpointing(self.G)
-            enable_activation_checkpointing(self.D)
-        # The networks as called without DDP: G in D updates, D in G updates.
-        self.G_plain: nn.Module = self.G
-        self.D_plain: nn.Module = self.D
-        if t.compile and cuda:
-            self.G_train = torch.compile(self.G_train)
-            self.D_train = torch.compile(self.D_train)
-            self.G_plain = torch.compile(self.G)
-            self.D_plain = torch.compile(self.D)
-        self.autocast = (
-            torch.autocast("cuda", dtype=torch.bfloat16) if (t.bf16 and cuda) else contextlib.nullcontext()
-        )
+        self.opt_g, self.opt_d = adam(self.G, t.lr_g), adam(self.D, t.lr_d)
+        # Data-efficient training (silent in the paper; docs/design.md): the same differentiable
+        # augmentation of real and generated clips before both discriminators, p fixed or adaptive.
+        self.augment = VideoAugment(t.augment, t.augment_p)
+        self.ada = AdaptiveP(t.ada_target, t.ada_interval, t.ada_kimg, p=t.augment_p) if t.augment_adaptive else None
 
-        self.dataset = dataset
-        self.writer = None
-        self.bad_log = self.out_dir / "bad_videos.log"
-        # Fixed z and classes for the sample videos logged during training.
-        gen = torch.Generator().manual_seed(t.seed + 1_000_003)
-        n = t.num_sample_videos
-        self.fixed_z = torch.randn(n, m.z_dim, generator=gen)
-        self.fixed_y = torch.arange(n) % m.num_classes
-        self.fixed_context = None
-
-    # ------------------------------------------------------------------------------------
-    # state
-    # ------------------------------------------------------------------------------------
-
-    def _modules(self) -> dict[str, nn.Module]:
-        return {"generator": self.G, "generator_ema": self.G_ema, "discriminator": self.D}
-
-    def _load(self, ckpt: Path) -> None:
+    def _resume(self) -> None:
+        # rank 0 picks the checkpoint, so every rank resumes from the same one
+        ckpts = ckpt_io.list_checkpoints(self.out_dir / "checkpoints") if self.is_main else []
+        name = broadcast_object(str(ckpts[-1]) if ckpts else None, self.dist)
+        if name is None:
+            return
+        ckpt = Path(name)
+        if not all_ranks(ckpt.exists(), self.dist, self.device):  # all ranks stop together
+            raise DvdganError(f"some rank cannot see checkpoint {ckpt}: with several nodes the run directory "
+                              "must be on a shared file system")
+        ckpt_io.check_config_matches(ckpt, self.cfg, tuple(self._modules()))
         for prefix, module in self._modules().items():
             ckpt_io.load_module(module, ckpt, prefix)
         st = ckpt_io.load_train_state(ckpt)
@@ -282,13 +204,58 @@ class Trainer:
         self.opt_d.load_state_dict(st["opt_d"])
         self.step = int(st["step"])
         self.skipped_steps = int(st.get("skipped_steps", 0))
+        if self.ada is not None and "ada" in st:
+            self.ada.load_state_dict(st["ada"])
+            self.augment.p = self.ada.p
         rng = st["rng"]
         if rng.get("world_size") == self.dist.world_size:
             torch.set_rng_state(rng["torch"][self.dist.rank] if isinstance(rng["torch"], list) else rng["torch"])
         else:  # different number of processes: a fresh, still deterministic, stream per rank
-            torch.manual_seed(self.cfg.train.seed * 7919 + self._seed_rank + 104729 * self.step)
-        self._resumed_from = ckpt
+            torch.manual_seed(self.cfg.train.seed * 7919 + self.stream_rank + 104729 * self.step)
+        self.resumed_from = self.last_saved = ckpt
         self._saved_step = self.step
+
+    def _wrap_networks(self) -> None:
+        """DDP for the network being updated (every rank starts from rank 0's weights and buffers,
+        which are not broadcast again before each forward: see ddp_buffer_kwargs); activation
+        checkpointing (after the EMA copy: G_ema samples without it); torch.compile; bf16."""
+        t = self.cfg.train
+        if self.dist.enabled:
+            for module in (self.G, self.G_ema, self.D):
+                broadcast_module(module, self.dist)
+        if t.activation_checkpointing:
+            set_activation_checkpointing(self.G, True)
+            set_activation_checkpointing(self.D, True)
+
+        def wrap(module: nn.Module, opt: torch.optim.Optimizer) -> Network:
+            update = module
+            if self.dist.enabled:
+                ids = [self.device.index] if self.device.type == "cuda" else None
+                # gradient_as_bucket_view: the gradients live in DDP's all_reduce buckets (no second copy)
+                update = DDP(module, device_ids=ids, gradient_as_bucket_view=True, **ddp_buffer_kwargs())
+            if t.compile:
+                return Network(module, opt, torch.compile(update), torch.compile(module))
+            return Network(module, opt, update, module)
+
+        self.g, self.d = wrap(self.G, self.opt_g), wrap(self.D, self.opt_d)
+        self.autocast = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=t.bf16)
+
+    def _fixed_samples(self) -> None:
+        """Fixed z and classes for the sample videos logged during training: whole rows per class."""
+        t, m = self.cfg.train, self.cfg.model
+        gen = torch.Generator().manual_seed(t.seed + 1_000_003)
+        n = t.num_sample_videos
+        self.fixed_z = torch.randn(n, m.z_dim, generator=gen)
+        per_class = max(1, n // m.num_classes)
+        self.fixed_y = (torch.arange(n) // per_class).clamp(max=m.num_classes - 1)
+        self.fixed_context: torch.Tensor | None = None
+
+    # ------------------------------------------------------------------------------------
+    # state
+    # ------------------------------------------------------------------------------------
+
+    def _modules(self) -> dict[str, nn.Module]:
+        return {"generator": self.G, "generator_ema": self.G_ema, "discriminator": self.D}
 
     def _rng_state(self) -> dict:
         state = torch.get_rng_state()
@@ -304,38 +271,34 @@ class Trainer:
         if self.is_main:
             st = {"opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict(), "step": self.step,
                   "skipped_steps": self.skipped_steps, "rng": rng}
-            path = ckpt_io.save_checkpoint(self.out_dir / "checkpoints", self.step, self._modules(), st,
-                                           self.cfg.to_dict(), keep=self.cfg.train.keep_checkpoints)
+            if self.ada is not None:
+                st["ada"] = self.ada.state_dict()
+            try:
+                path = ckpt_io.save_checkpoint(self.out_dir / "checkpoints", self.step, self._modules(), st,
+                                               self.cfg.to_dict(), keep=self.cfg.train.keep_checkpoints)
+            except ckpt_io.NonFiniteCheckpoint as e:
+                raise TrainingDiverged(f"{e}{self._last_good()}") from None
+            self.last_saved = path
         barrier(self.dist)  # no rank runs ahead (or exits) before the checkpoint is complete
         self._saved_step = self.step
         return path
 
     # ------------------------------------------------------------------------------------
-    # data
+    # data and random draws
     # ------------------------------------------------------------------------------------
 
-    def _build_data(self) -> Iterator:
+    def data_loader(self) -> Iterator:
+        """Real batches from the position the run has reached (exact resume)."""
         cfg, t = self.cfg, self.cfg.train
-        if self.dataset is None:
-            from dvdgan.data import build_dataset
-
-            self.dataset = build_dataset(cfg.data, split=cfg.data.split, frames=cfg.model.total_frames,
-                                         resolution=cfg.model.resolution, seed=t.seed, bad_log=str(self.bad_log))
-        ds = self.dataset
-        if cfg.model.context_frames == 0 and ds.num_classes > cfg.model.num_classes:
-            raise DvdganError(f"the dataset has {ds.num_classes} classes but model.num_classes is "
-                              f"{cfg.model.num_classes}")
         # batches drawn per step: d_steps D updates, and for prediction models the G update's context
         batches_done = self.step * (t.d_steps + (1 if cfg.model.context_frames else 0)) * t.grad_accum
-        if self.split:  # one stream of global batches (rank 0's), each replica reading its slice
-            world = self.dist.world_size
-            sampler = KeySampler(len(ds), self.per_replica_batch * world, t.seed, 0, start_batch=batches_done,
-                                 shard=(self.dist.rank, world))
-        else:
-            sampler = KeySampler(len(ds), self.per_replica_batch, t.seed, self.dist.rank, start_batch=batches_done)
-        workers = cfg.data.num_workers
+        world = self.dist.world_size if self.shared_stream else 1
+        sampler = ClipSampler(len(self.dataset), t.seed, self.stream_rank)
+        shard = (self.dist.rank, world) if self.shared_stream else (0, 1)
+        keys = BatchKeys(sampler, self.per_replica_batch * world, start_batch=batches_done, shard=shard)
+        workers = self._num_workers()
         loader = torch.utils.data.DataLoader(
-            ds, batch_sampler=sampler, num_workers=workers, pin_memory=self.device.type == "cuda",
+            self.dataset, batch_sampler=keys, num_workers=workers, pin_memory=self.device.type == "cuda",
             persistent_workers=workers > 0, prefetch_factor=4 if workers > 0 else None,
             # its own generator: creating the iterator must not draw from the global RNG,
             # whose state the checkpoint restores
@@ -343,22 +306,35 @@ class Trainer:
         )
         return iter(loader)
 
-    def _next_real(self, it: Iterator) -> tuple[torch.Tensor, torch.Tensor]:
-        video, label = next(it)
-        video = to_model_input(video.to(self.device, non_blocking=True))
+    def _num_workers(self) -> int:
+        """data.num_workers, or with -1 ("auto") enough decoding processes to keep up with the step:
+        none when decoding in this process costs under a tenth of the step (the built-in dataset
+        renders in microseconds), else clips demanded per second / clips decoded per second."""
+        n = self.cfg.data.num_workers
+        if n >= 0 or not hasattr(self.dataset, "path"):
+            return max(n, 0)
+        from dvdgan.data.loader_bench import choose_num_workers
+
+        t = self.cfg.train
+        step_s = 0.4  # the default preset's step on two CPU cores (README); a GPU step is faster
+        demand = self.per_replica_batch * t.d_steps * t.grad_accum / step_s
+        n = choose_num_workers(self.dataset, demand, max_workers=8)
+        if self.is_main:
+            print(f"data.num_workers=auto: {n} decoding processes", file=sys.stderr)
+        return n
+
+    def _next_real(self, batches: Iterator) -> tuple[torch.Tensor, torch.Tensor]:
+        video, label = next(batches)
+        video = to_model_input(video.to(self.device, non_blocking=True)).to(next(self.G.parameters()).dtype)
         label = label.to(self.device).long()
         if self.cfg.model.context_frames:
             label = torch.zeros_like(label)  # B.4: class id fixed to 0 for prediction
         return video, label
 
-    # ------------------------------------------------------------------------------------
-    # updates
-    # ------------------------------------------------------------------------------------
-
     def _replica_rows(self, b: int) -> tuple[int, slice]:
-        """(rows to draw, this replica's slice of them): under "split" sharding the global batch
-        is drawn from the shared stream and each replica keeps its rows; otherwise its own b."""
-        world, rank = (self.dist.world_size, self.dist.rank) if self.split else (1, 0)
+        """(rows to draw, this replica's slice of them): with a shared stream the global batch is
+        drawn and each replica keeps its rows; otherwise each replica draws its own b."""
+        world, rank = (self.dist.world_size, self.dist.rank) if self.shared_stream else (1, 0)
         return b * world, slice(rank * b, (rank + 1) * b)
 
     def _sample_zy(self, b: int, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -369,48 +345,28 @@ class Trainer:
         y = torch.randint(m.num_classes, (n,), generator=generator)[rows]
         return z.to(self.device), y.to(self.device)
 
-    @contextlib.contextmanager
-    def _global_frame_draws(self, *segments: int):
-        """train.data_sharding="split" with several replicas: D_S draws the k frames of every
-        video of the global batch from the shared RNG, exactly as one process would on the
-        concatenated batch, and keeps this replica's rows. ``segments`` are the local sizes of
-        the consecutive parts of D's input (real, fake); globally each part is the concatenation
-        of the replicas' parts. (Patches ``sample_frames`` on the D_S instance for the call.)"""
-        if not (self.split and self.dist.enabled):
-            yield  # one replica: D's own draw is the global one
-            return
-        spatial, world, rank = self.D.spatial, self.dist.world_size, self.dist.rank
+    def _frame_indices(self, *segments: int) -> torch.Tensor | None:
+        """D_S's k frames per video when replicas share one stream: drawn for every video of the
+        global batch, exactly as one process would on the concatenated batch, keeping this
+        replica's rows. ``segments`` are the local sizes of the consecutive parts of D's input
+        (real, fake). None otherwise: D_S draws its own (3.1)."""
+        if not (self.shared_stream and self.dist.enabled):
+            return None
+        m, world, rank = self.cfg.model, self.dist.world_size, self.dist.rank
         rows, offset = [], 0
         for n in segments:
             rows.append(torch.arange(offset + rank * n, offset + (rank + 1) * n))
             offset += n * world
-        rows = torch.cat(rows)
-        cfg = spatial.cfg
+        idx = sample_frame_indices(offset, m.total_frames - m.context_frames, m.frames_per_spatial_d,
+                                   first=m.context_frames, per_video=m.spatial_d_sampling == "per_video",
+                                   replacement=m.spatial_d_replacement)
+        return idx[torch.cat(rows)].to(self.device)
 
-        def sample_frames(video: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-            b, t = video.shape[:2]
-            first = cfg.context_frames
-            idx = sample_frame_indices(offset, t - first, spatial.frames_per_spatial_d, first=first,
-                                       per_video=cfg.spatial_d_sampling == "per_video",
-                                       replacement=cfg.spatial_d_replacement, generator=generator)
-            idx = idx[rows].to(video.device)
-            return video[torch.arange(b, device=video.device)[:, None], idx]
+    # ------------------------------------------------------------------------------------
+    # updates
+    # ------------------------------------------------------------------------------------
 
-        spatial.sample_frames = sample_frames
-        try:
-            yield
-        finally:
-            del spatial.sample_frames
-
-    def _generate(self, g: nn.Module, z, y, real: torch.Tensor | None) -> torch.Tensor:
-        """Fake videos as D sees them: for prediction, context frames + generated frames (B.4)."""
-        c = self.cfg.model.context_frames
-        if not c:
-            return g(z, y)
-        context = real[:, :c]
-        return torch.cat([context, g(z, y, context)], 1)
-
-    def _check(self, loss: torch.Tensor, what: str) -> bool:
+    def _loss_is_finite(self, loss: torch.Tensor, what: str) -> bool:
         # Collective: if any replica's loss is not finite, every replica skips (or stops) together;
         # a replica leaving out a backward that the others run would hang DDP's gradient all_reduce.
         if all_ranks(bool(torch.isfinite(loss)), self.dist, self.device):
@@ -418,119 +374,166 @@ class Trainer:
         if self.cfg.train.nonfinite == "skip":
             self.skipped_steps += 1
             return False
-        ckpts = ckpt_io.list_checkpoints(self.out_dir / "checkpoints")
-        last = f"; the last good checkpoint is {ckpts[-1]}" if ckpts else "; no checkpoint was written yet"
         where = f"rank {self.dist.rank}: " if self.dist.enabled else ""  # (the non-finite one may be another rank's)
-        raise TrainingDiverged(f"non-finite {what} loss ({where}{loss.item()}) at step {self.step}{last}")
+        raise TrainingDiverged(f"non-finite {what} loss ({where}{loss.item()}) at step {self.step}{self._last_good()}")
 
-    def _no_sync(self, module: nn.Module, micro: int):
+    def _last_good(self) -> str:
+        good = ckpt_io.newest_finite_checkpoint(self.out_dir / "checkpoints")
+        return f"; the last good checkpoint is {good}" if good else "; no good checkpoint was written yet"
+
+    def _check_skips(self) -> None:
+        """train.nonfinite="skip" stops when skipping becomes the rule (train.max_skipped_fraction)."""
+        t = self.cfg.train
+        updates = self.step * (t.d_steps + 1)
+        if self.skipped_steps >= 4 and self.skipped_steps > t.max_skipped_fraction * updates:
+            raise TrainingDiverged(f"skipped {self.skipped_steps} of {updates} updates with a non-finite loss by step "
+                                   f"{self.step} (train.max_skipped_fraction={t.max_skipped_fraction}): the run has "
+                                   f"diverged{self._last_good()}")
+
+    def _no_sync(self, net: Network, micro: int):
         """DDP: all-reduce gradients only on the last accumulation micro-batch."""
         if self.dist.enabled and micro < self.cfg.train.grad_accum - 1:
-            return getattr(module, "_orig_mod", module).no_sync()
+            return getattr(net.update, "_orig_mod", net.update).no_sync()
         return contextlib.nullcontext()
 
-    def d_step(self, it: Iterator) -> dict[str, float]:
-        t, fast = self.cfg.train, self.cfg.model.impl == "fast"
+    def d_update(self, batches: Iterator) -> dict[str, float]:
+        """One update of D_S and D_T on real clips and fresh samples of the current G."""
+        t, c = self.cfg.train, self.cfg.model.context_frames
         power_iteration(self.D, self.cfg.model.sn_power_iterations)  # SN: one power iteration per update
         self.opt_d.zero_grad(set_to_none=True)
         logs: dict[str, float] = {}
         for micro in range(t.grad_accum):
-            real, y_real = self._next_real(it)
+            real, y_real = self._next_real(batches)
             b = real.shape[0]
             z, y_fake = self._sample_zy(b)
-            if self.cfg.model.context_frames:
-                y_fake = torch.zeros_like(y_fake)
             with self.autocast:
-                # G without DDP: no G gradients are reduced in a D update
-                if fast:  # no generator gradients are needed in a D update
-                    with torch.no_grad():
-                        fake = self._generate(self.G_plain, z, y_fake, real)
-                else:  # straightforward formulation: build G's graph, then detach
-                    fake = self._generate(self.G_plain, z, y_fake, real).detach()
-                with self._no_sync(self.D_train, micro), self._global_frame_draws(b, b):
-                    s, tt = self.D_train(torch.cat([real, fake.to(real.dtype)]), torch.cat([y_real, y_fake]))
-                    loss, parts = dual_d_loss((s[:b], tt[:b]), (s[b:], tt[b:]))
-                    if not self._check(loss, "discriminator"):
+                with torch.no_grad():  # no G gradients in a D update
+                    fake = full_video(self.g.frozen, z, y_fake, real[:, :c] if c else None)
+                if c:
+                    y_fake = torch.zeros_like(y_fake)
+                with self._no_sync(self.d, micro):
+                    videos = self.augment(torch.cat([real, fake.to(real.dtype)]))
+                    spatial, temporal = self.d.update(videos, torch.cat([y_real, y_fake]),
+                                                      frame_indices=self._frame_indices(b, b))
+                    loss, parts = dual_d_loss((spatial[:b], temporal[:b]), (spatial[b:], temporal[b:]))
+                    if not self._loss_is_finite(loss, "discriminator"):
                         self.opt_d.zero_grad(set_to_none=True)
                         return {"d_skipped": 1.0}
                     (loss / t.grad_accum).backward()
-            for k, v in {"d_loss": loss.detach(), **parts, "d_spatial_real": s[:b].detach().mean(),
-                         "d_spatial_fake": s[b:].detach().mean(), "d_temporal_real": tt[:b].detach().mean(),
-                         "d_temporal_fake": tt[b:].detach().mean()}.items():
-                logs[k] = logs.get(k, 0.0) + float(v) / t.grad_accum
+            scores = {"d_spatial_real": spatial[:b], "d_spatial_fake": spatial[b:],
+                      "d_temporal_real": temporal[:b], "d_temporal_fake": temporal[b:]}
+            for k, v in {"d_loss": loss, **parts, **scores}.items():
+                logs[k] = logs.get(k, 0.0) + float(v.detach().mean()) / t.grad_accum
+            if self.ada is not None:  # ADA's overfitting heuristic r_t = E[sign(D(real))], over all replicas
+                signs = {"s": float(torch.sign(spatial[:b].detach()).mean()),
+                         "t": float(torch.sign(temporal[:b].detach()).mean())}
+                signs = mean_across_ranks(signs, self.dist, self.device)
+                self.augment.p = self.ada.update(torch.tensor([signs["s"], signs["t"]]), n_images=b)
         self.opt_d.step()
+        if self.augment.p > 0:
+            logs["augment_p"] = self.augment.p
         return logs
 
-    def g_step(self, it_real: Iterator | None) -> dict[str, float]:
-        t, fast = self.cfg.train, self.cfg.model.impl == "fast"
+    def g_update(self, batches: Iterator) -> dict[str, float]:
+        """One update of G against both discriminators (D's weights frozen)."""
+        t, c = self.cfg.train, self.cfg.model.context_frames
         power_iteration(self.G, self.cfg.model.sn_power_iterations)
         self.opt_g.zero_grad(set_to_none=True)
-        d = self.D_plain  # D without DDP: its gradients, if any, are discarded
-        if fast:
-            self.D.requires_grad_(False)  # no D weight gradients in a G update
+        self.D.requires_grad_(False)  # no D weight gradients in a G update
         logs: dict[str, float] = {}
         try:
             for micro in range(t.grad_accum):
                 b = self.per_replica_batch
-                real = None
-                if self.cfg.model.context_frames:
-                    real, _ = self._next_real(it_real)
+                context = self._next_real(batches)[0][:, :c] if c else None
                 z, y = self._sample_zy(b)
-                if self.cfg.model.context_frames:
+                if c:
                     y = torch.zeros_like(y)
-                with self._no_sync(self.G_train, micro), self.autocast, self._global_frame_draws(b):
-                    fake = self._generate(self.G_train, z, y, real)
-                    loss, parts = dual_g_loss(d(fake, y))
-                    if not self._check(loss, "generator"):
+                with self._no_sync(self.g, micro), self.autocast:
+                    fake = full_video(self.g.update, z, y, context)
+                    scores = self.d.frozen(self.augment(fake), y, frame_indices=self._frame_indices(b))
+                    loss, parts = dual_g_loss(scores)
+                    if not self._loss_is_finite(loss, "generator"):
                         self.opt_g.zero_grad(set_to_none=True)
                         return {"g_skipped": 1.0}
                     (loss / t.grad_accum).backward()
                 for k, v in {"g_loss": loss.detach(), **parts}.items():
                     logs[k] = logs.get(k, 0.0) + float(v) / t.grad_accum
         finally:
-            if fast:
-                self.D.requires_grad_(True)
-        if not fast:
-            self.opt_d.zero_grad(set_to_none=True)  # the straightforward way computed and discards them
+            self.D.requires_grad_(True)
         self.opt_g.step()
         return logs
 
+    def train_step(self, batches: Iterator) -> dict[str, float]:
+        """One training step (B.3): ``d_steps`` D updates, one G update, the EMA update. ``batches``
+        yields real (uint8 video [B, T, H, W, 3], label [B]) batches of the per-replica size."""
+        t = self.cfg.train
+        self.G.train()
+        self.D.train()
+        logs: dict[str, float] = {}
+        for _ in range(t.d_steps):  # B.3: D is updated twice for every update of G
+            for k, v in self.d_update(batches).items():
+                logs[k] = logs.get(k, 0.0) + v / t.d_steps
+        logs.update(self.g_update(batches))
+        self.step += 1
+        update_ema(self.G_ema, self.G, ema_decay_at(self.step, t.ema_decay, t.ema_start))
+        return logs
+
     # ------------------------------------------------------------------------------------
-    # logging
+    # samples, statistics and evaluation of the EMA generator
     # ------------------------------------------------------------------------------------
 
     def _writer(self):
         if self.writer is None and self.is_main:
             from torch.utils.tensorboard import SummaryWriter
 
-            self.writer = SummaryWriter(str(self.out_dir / "tensorboard"))
+            # purge_step: after a resume, events past the checkpoint (logged before a crash) are dropped
+            self.writer = SummaryWriter(str(self.out_dir / "tensorboard"), purge_step=self._saved_step + 1
+                                        if self.resumed_from else None)
         return self.writer
 
-    @torch.no_grad()
-    def sample_videos(self, it_real: Iterator | None = None) -> torch.Tensor:
-        """EMA generator samples at the fixed z and classes, uint8 [N, T, H, W, 3]."""
-        g = self.G_ema
-        z, y = self.fixed_z.to(self.device), self.fixed_y.to(self.device)
+    def _context(self, n: int) -> torch.Tensor | None:
+        """The fixed context frames of the logged prediction samples: the first n clips."""
         c = self.cfg.model.context_frames
-        if c:
-            if self.fixed_context is None:
-                ds = self.dataset
-                vids = [ds[i][0] for i in range(len(z))]
-                self.fixed_context = to_model_input(torch.stack(vids))[:, :c]
-            ctx = self.fixed_context.to(self.device)
-            video = torch.cat([ctx, g(z, torch.zeros_like(y), ctx)], 1)
-        else:
-            video = g(z, y)
-        return to_uint8(video.cpu())
+        if not c:
+            return None
+        if self.fixed_context is None:
+            clips = torch.stack([self.dataset[i][0] for i in range(n)])
+            self.fixed_context = to_model_input(clips)[:, :c]
+        return self.fixed_context.to(self.device)
 
-    def log_samples(self) -> None:
+    @torch.no_grad()
+    def sample_videos(self) -> torch.Tensor:
+        """EMA generator samples at the fixed z and classes, uint8 [N, T, H, W, 3]."""
+        z, y = self.fixed_z.to(self.device), self.fixed_y.to(self.device)
+        return to_uint8(full_video(self.G_ema, z, y, self._context(len(z))).cpu())
+
+    def class_names(self) -> list[str]:
+        names = [str(n) for n in getattr(self.dataset, "class_names", [])]
+        n = self.cfg.model.num_classes
+        return names if len(names) == n else [f"class{i}" for i in range(n)]
+
+    def log_samples(self) -> Path:
+        """A labelled grid (one row per class) as GIF and in TensorBoard."""
+        from dvdgan import video_io as vio
+        from dvdgan.sampling import grid_rows
         from dvdgan.training.tb import add_gif
-        from dvdgan.video_io import make_grid, save_gif
 
-        videos = self.sample_videos()
-        grid = make_grid(videos, nrow=min(len(videos), max(self.cfg.model.num_classes, 4)))
-        save_gif(self.out_dir / "samples" / f"step_{self.step:08d}.gif", grid, fps=8, scale=2)
+        videos = self.sample_videos().numpy()
+        scale = 2
+        if self.cfg.model.context_frames:
+            rows = grid_rows(None, len(videos), by_class=False)
+            grid = vio.upscale(vio.make_row_grid(videos, rows), scale)
+        else:
+            labels = self.fixed_y.tolist()
+            rows = grid_rows(labels, len(videos))
+            grid = vio.upscale(vio.make_row_grid(videos, rows), scale)
+            names = self.class_names()
+            grid = vio.add_row_labels(grid, [names[labels[r[0]]] for r in rows], (videos.shape[2] + 1) * scale, scale)
+        grid = vio.add_caption(grid, f"{self.cfg.name}, step {self.step}, EMA G")
+        path = self.out_dir / "samples" / f"step_{self.step:08d}.gif"
+        vio.save_gif(path, grid, fps=8)
         add_gif(self._writer(), "samples/ema", grid, self.step)
+        return path
 
     def refresh_ema_stats(self) -> None:
         """train.ema_bn_stats="standing": recompute the EMA generator's BN statistics from its own
@@ -539,7 +542,7 @@ class Trainer:
         t, m = self.cfg.train, self.cfg.model
         if t.ema_bn_stats != "standing":
             return
-        gen = torch.Generator().manual_seed(t.seed * 1_000_003 + self.step * 31 + self._seed_rank)
+        gen = torch.Generator().manual_seed(t.seed * 1_000_003 + self.step * 31 + self.stream_rank)
         b = self.per_replica_batch
         n, rows = self._replica_rows(b)
 
@@ -549,86 +552,127 @@ class Trainer:
                 return z, y
             idx = torch.randint(len(self.dataset), (n,), generator=gen)[rows].tolist()
             clips = torch.stack([self.dataset[j][0] for j in idx])
-            context = to_model_input(clips)[:, :m.context_frames].to(self.device)
-            return z, torch.zeros_like(y), context
+            return z, torch.zeros_like(y), to_model_input(clips)[:, :m.context_frames].to(self.device)
 
         standing_bn_stats(self.G_ema, draw, t.standing_stats_batches)
 
     def evaluate(self) -> dict[str, float]:
-        from dvdgan.training.evaluation import evaluate_generator_reference
+        """Metrics of the EMA generator (:func:`dvdgan.training.evaluation.evaluate_generator`)."""
+        from dvdgan.training.evaluation import evaluate_generator
 
-        return evaluate_generator_reference(self.G_ema, self.cfg, n=self.cfg.train.eval_samples,
-                                            device=self.device, dataset=self.dataset)
+        metrics = evaluate_generator(self.G_ema, self.cfg, self.dataset, n=self.cfg.train.eval_samples,
+                                     device=self.device)
+        if self.ada is not None:
+            metrics.update(augment_p=self.ada.p, ada_r_t=self.ada.r_t)
+        return metrics
+
+    def _log_eval(self) -> None:
+        metrics = self.evaluate()
+        if not metrics:
+            return
+        w = self._writer()
+        for k, v in metrics.items():
+            w.add_scalar(f"eval/{k}", v, self.step)
+        elapsed = time.perf_counter() - self.started
+        best = self._record_best(metrics)
+        with open(self.out_dir / "metrics.jsonl", "a") as f:
+            f.write(json.dumps({"step": self.step, "elapsed_s": round(elapsed, 1), **metrics,
+                                "best_step": best["step"]}) + "\n")
+        self.last_eval = {"step": self.step, **metrics}
+        keys = [k for k in ("accuracy", "ref_fd", "ref_fd_floor", "motion", "motion_real", "consistency")
+                if k in metrics]
+        shown = ", ".join(f"{k} {metrics[k]:.3g}" for k in keys or list(metrics)[:6])
+        from tqdm.auto import tqdm
+
+        tqdm.write(f"step {self.step}: {shown} (best step {best['step']})", file=sys.stderr)
+
+    def _record_best(self, metrics: dict[str, float]) -> dict:
+        """RUN_DIR/best.json: the evaluated step with the highest class accuracy (else the lowest
+        reference Frechet distance); kept across resumes."""
+        path = self.out_dir / "best.json"
+        key, sign = ("accuracy", 1.0) if "accuracy" in metrics else ("ref_fd", -1.0)
+        try:
+            best = json.loads(path.read_text())
+        except (OSError, ValueError):
+            best = None
+        if key not in metrics:
+            return best or {"step": self.step}
+        if not isinstance(best, dict) or best.get("key") != key or sign * metrics[key] > sign * best["value"]:
+            best = {"step": self.step, "key": key, "value": metrics[key], "metrics": metrics}
+            path.write_text(json.dumps(best, indent=2))
+        return best
 
     # ------------------------------------------------------------------------------------
     # the loop
     # ------------------------------------------------------------------------------------
 
-    def train(self, max_steps: int | None = None) -> dict[str, float]:
+    def _announce(self) -> None:
         cfg, t = self.cfg, self.cfg.train
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        (self.out_dir / "config.json").write_text(cfg.to_json())
+        for n in self._notices:
+            print(f"notice: {n}", file=sys.stderr)
+        if self.resumed_from is not None:
+            print(f"resuming from {self.resumed_from} (step {self.step})", file=sys.stderr)
+        data = cfg.data.dataset + (f" {cfg.data.path}" if cfg.data.path else "")
+        print(f"training {cfg.name} on {data} ({len(self.dataset)} clips, {cfg.model.num_classes} classes) on "
+              f"{self.device} x{self.dist.world_size}: effective batch {self.effective_batch} = "
+              f"{self.per_replica_batch} per replica x {self.dist.world_size} replicas x {t.grad_accum} "
+              "accumulation", file=sys.stderr)
+        self._write_run_info()
+        if t.eval_every > 0:  # the reference classifier's one-off training, before the progress bar
+            from dvdgan.training.evaluation import prepare_reference
+
+            _, line = prepare_reference(cfg, self.dataset, device=self.device, progress=self.progress)
+            if line:
+                print(line, file=sys.stderr)
+
+    def train(self, max_steps: int | None = None) -> dict[str, float]:
+        """Train up to ``max_steps`` (default train.max_steps); samples, evaluation and a checkpoint
+        also at the last step. SIGTERM or Ctrl-C: finish the step, checkpoint, return
+        (``self.interrupted`` is then True)."""
+        t = self.cfg.train
         max_steps = t.max_steps if max_steps is None else max_steps
         if self.is_main:
-            self.out_dir.mkdir(parents=True, exist_ok=True)
-            (self.out_dir / "config.json").write_text(cfg.to_json())
-            for n in self._notices:
-                print(f"notice: {n}", file=sys.stderr)
-            if self._resumed_from is not None:
-                print(f"resuming from {self._resumed_from} (step {self.step})", file=sys.stderr)
-            print(f"training {cfg.name} on {self.device} x{self.dist.world_size}: effective batch "
-                  f"{self.effective_batch} = {self.per_replica_batch} per replica x {self.dist.world_size} "
-                  f"replicas x {t.grad_accum} accumulation", file=sys.stderr)
-            self._write_run_info()
-        it = self._build_data()
+            self._announce()
+            if self.step >= max_steps:
+                print(f"already finished: the run is at step {self.step} and max_steps is {max_steps} "
+                      "(pass a larger --max-steps to continue)", file=sys.stderr)
+        batches = self.data_loader()
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=max_steps, initial=self.step, disable=not self.progress, desc="train", unit="step",
-                   dynamic_ncols=True, mininterval=1.0)
+        bar = tqdm(total=max_steps, initial=self.step, disable=not self.is_main or not self.progress,
+                   desc="train", unit="step", dynamic_ncols=True, mininterval=1.0)
         last: dict[str, float] = {}
         stop = {"flag": False}  # set by the signal handler, on this rank only
         stopping = False  # decided by all ranks together, at the end of a step
 
-        def _on_term(signum, frame):
+        def on_term(signum, frame):
             stop["flag"] = True
 
         try:  # SIGTERM (e.g. from a cluster scheduler): finish the step, checkpoint, exit
-            old = signal.signal(signal.SIGTERM, _on_term)
+            old = signal.signal(signal.SIGTERM, on_term)
         except ValueError:  # not the main thread
             old = None
         try:
             while self.step < max_steps and not stopping:
                 t0 = time.perf_counter()
-                self.G.train()
-                self.D.train()
-                logs: dict[str, float] = {}
-                for _ in range(t.d_steps):  # B.3: D is updated twice for every update of G
-                    for k, v in self.d_step(it).items():
-                        logs[k] = logs.get(k, 0.0) + v / t.d_steps
-                logs.update(self.g_step(it))
-                self.step += 1
-                update_ema(self.G_ema, self.G, ema_decay_at(self.step, t.ema_decay, t.ema_start))
+                logs = self.train_step(batches)
+                if self.skipped_steps:
+                    self._check_skips()
                 logs["step_time"] = time.perf_counter() - t0
                 logs["lr_g"], logs["lr_d"] = self.opt_g.param_groups[0]["lr"], self.opt_d.param_groups[0]["lr"]
-                log_now = self.step % t.log_every == 0 or self.step == max_steps
-                if log_now:  # collective: rank 0 logs the means over all replicas
+                final = self.step == max_steps
+                if self.step % t.log_every == 0 or final:  # collective: rank 0 logs the means over all replicas
                     logs = mean_across_ranks(logs, self.dist, self.device)
+                    if self.is_main:
+                        for k, v in logs.items():
+                            self._writer().add_scalar(f"train/{k}", v, self.step)
+                        bar.set_postfix(d=f"{logs.get('d_loss', math.nan):.3f}",
+                                        g=f"{logs.get('g_loss', math.nan):.3f}", s=f"{logs['step_time']:.2f}")
                 last = logs
                 bar.update(1)
-                if self.is_main and log_now:
-                    w = self._writer()
-                    for k, v in logs.items():
-                        w.add_scalar(f"train/{k}", v, self.step)
-                    bar.set_postfix(d=f"{logs.get('d_loss', math.nan):.3f}", g=f"{logs.get('g_loss', math.nan):.3f}",
-                                    s=f"{logs['step_time']:.2f}")
-                sample_due, eval_due, save_due = (bool(every) and self.step % every == 0
-                                                  for every in (t.sample_every, t.eval_every, t.checkpoint_every))
-                if sample_due or eval_due or save_due:  # on every rank: the EMA G is about to be used
-                    self.refresh_ema_stats()
-                if sample_due and self.is_main:
-                    self.log_samples()
-                if eval_due and self.is_main:
-                    self._log_eval()
-                if save_due:
-                    self.save()
+                self._periodic(final)
                 # A SIGTERM reaching some ranks only must still stop all of them after the same step.
                 stopping = any_rank(stop["flag"], self.dist, self.device)
         except KeyboardInterrupt:
@@ -639,12 +683,30 @@ class Trainer:
             bar.close()
             if old is not None:
                 signal.signal(signal.SIGTERM, old)
+        self.interrupted = stopping
         if self._saved_step != self.step:
             self.refresh_ema_stats()
             self.save()  # at exit (also after SIGTERM / Ctrl-C)
         if self.is_main:
             self._finish()
         return last
+
+    def _periodic(self, final: bool) -> None:
+        """Samples, evaluation and checkpoints when due, and all three at the last step."""
+        t = self.cfg.train
+
+        def due(every: int) -> bool:  # 0 = never
+            return every > 0 and (final or self.step % every == 0)
+
+        sample, evaluate, save = due(t.sample_every), due(t.eval_every), due(t.checkpoint_every)
+        if sample or evaluate or save:  # on every rank: the EMA G is about to be used
+            self.refresh_ema_stats()
+        if sample and self.is_main:
+            self.log_samples()
+        if evaluate and self.is_main:
+            self._log_eval()
+        if save:
+            self.save()
 
     def _write_run_info(self) -> None:
         """RUN_DIR/run_info.json: how this launch resolved the batch; earlier launches under "history"."""
@@ -654,9 +716,8 @@ class Trainer:
             "per_replica_batch": self.per_replica_batch, "grad_accum": t.grad_accum,
             "effective_batch": self.effective_batch, "data_sharding": t.data_sharding,
             "cross_replica_bn": self.cfg.model.cross_replica_bn and self.dist.enabled,
-            "bf16": t.bf16 and self.device.type == "cuda", "compile": t.compile and self.device.type == "cuda",
-            "activation_checkpointing": t.activation_checkpointing and self.device.type == "cuda",
-            "start_step": self.step, "resumed_from": str(self._resumed_from) if self._resumed_from else None,
+            "bf16": t.bf16, "compile": t.compile, "activation_checkpointing": t.activation_checkpointing,
+            "start_step": self.step, "resumed_from": str(self.resumed_from) if self.resumed_from else None,
             "torch": torch.__version__,
         }
         path = self.out_dir / "run_info.json"
@@ -669,16 +730,6 @@ class Trainer:
                 history = []
         path.write_text(json.dumps({**info, "history": history}, indent=2))
 
-    def _log_eval(self) -> None:
-        metrics = self.evaluate()
-        w = self._writer()
-        for k, v in metrics.items():
-            if isinstance(v, (int, float)):
-                w.add_scalar(f"eval/{k}", v, self.step)
-        with open(self.out_dir / "metrics.jsonl", "a") as f:
-            elapsed = time.perf_counter() - self._launched
-            f.write(json.dumps({"step": self.step, "elapsed_s": round(elapsed, 1), **metrics}) + "\n")
-
     def _finish(self) -> None:
         if self.writer is not None:
             self.writer.flush()
@@ -688,9 +739,23 @@ class Trainer:
             from dvdgan.data import summarize_bad_log
 
             summary = summarize_bad_log(str(self.bad_log))
-            total = sum(summary.values())
             detail = ", ".join(f"{k}: {v}" for k, v in summary.items())
-            print(f"skipped {total} unusable videos ({detail}); names in {self.bad_log}", file=sys.stderr)
+            print(f"skipped {sum(summary.values())} unusable videos ({detail}); names in {self.bad_log}",
+                  file=sys.stderr)
+
+    def summary(self) -> str:
+        """What a person needs after a run: where it stopped, the last metrics, what to run next."""
+        elapsed = time.perf_counter() - self.started
+        lines = [f"{'stopped' if self.interrupted else 'finished'} at step {self.step} "
+                 f"({elapsed / 60:.1f} min this launch); checkpoint: {self.last_saved}"]
+        if self.last_eval:
+            shown = ", ".join(f"{k} {v:.3g}" for k, v in self.last_eval.items() if k != "step")
+            lines.append(f"evaluation at step {self.last_eval['step']}: {shown}")
+        out = self.out_dir
+        if self.interrupted:
+            lines.append(f"resume: dvdgan train --out {out} --resume")
+        lines.append(f"sample: dvdgan sample --checkpoint {out} --out {out}/samples-final")
+        return "\n".join(lines)
 
     def close(self) -> None:
         if self.writer is not None:
@@ -699,9 +764,10 @@ class Trainer:
 
 
 def train(cfg: Config, out_dir: str | Path, *, resume: bool = False, max_steps: int | None = None,
-          progress: bool = True, dataset=None) -> dict[str, float]:
+          progress: bool = True, dataset=None, classes_from_data: bool = False) -> dict[str, float]:
     """Train (or resume) a DVD-GAN; returns the last step's logged values."""
-    trainer = Trainer(cfg, out_dir, resume=resume, progress=progress, dataset=dataset)
+    trainer = Trainer(cfg, out_dir, resume=resume, progress=progress, dataset=dataset,
+                      classes_from_data=classes_from_data)
     try:
         return trainer.train(max_steps)
     finally:

@@ -1,0 +1,490 @@
+"""A reference classifier for any labelled video dataset (the built-in one has its own,
+:mod:`dvdgan.metrics.reference`).
+
+:func:`dataset_classifier` trains a small 3-D convnet on the dataset's clips at the model's frames
+and resolution, measures its accuracy on held-out real clips and caches weights and real-clip
+statistics on disk, keyed by a fingerprint of the dataset's content and the settings (a changed
+file list, file size or modification time, frame stride, resolution or frame count retrains it).
+The returned :class:`DatasetReference` judges a set of (generated) videos against the real clips:
+
+* ``accuracy``: the classifier's top-1 accuracy against the labels the videos should show;
+* ``ref_fd`` / ``ref_fd_floor``: the *reference Frechet distance*, in the classifier's 128-d feature
+  space (not FVD: no I3D), to a set of real clips, beside the same distance between two disjoint
+  real sets of the same size (what a perfect generator would score);
+* ``motion`` / ``motion_real``: foreground-centroid displacement in px/frame, and ``frame_diff`` /
+  ``frame_diff_real``: mean absolute frame difference
+  (:func:`~dvdgan.data.shapes.motion_statistic`);
+* ``consistency`` / ``consistency_real``: how often the per-frame class predictions of one video
+  agree (the fraction of frames that predict the video's most frequent class, averaged over
+  videos): an object whose identity changes from frame to frame scores low where real clips score
+  high; ``frame_accuracy``: per-frame predictions against the labels;
+* ``classifier_accuracy``: the classifier's held-out accuracy (how far to trust the rest).
+
+Network (:class:`DatasetClassifier`): frames average-pooled to 16-47 px; each frame stacked with
+its difference to the next (a 2-frame window, so per-frame predictions see direction of motion);
+three per-frame convolutions (1x3x3) give per-frame features and, through ``frame_head``, the
+per-frame logits; two 3x3x3 convolutions over time and global pooling give the clip features and,
+through ``head``, the clip logits. Trained on clip and per-frame cross-entropy together.
+
+Data: at most ``max_clips`` clips (a fixed random subset), each decoded once at the evaluation key
+(first run, centre crop) and once at a random training key; duplicates (a bad file is replaced by
+the next one) are dropped. ``holdout`` of each class (by clip, both views) is held out for the
+accuracy check; every clip serves as real data for the metrics.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import time
+import warnings
+import weakref
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from torch import nn
+from tqdm import tqdm
+
+from dvdgan.data.shapes import motion_statistic
+from dvdgan.data.transforms import to_model_input
+from dvdgan.errors import DataError, WeightsError
+from dvdgan.metrics.frechet import frechet_distance
+from dvdgan.metrics.reference import cache_root, conv_bn, degrade_clips, input_pool
+
+__all__ = [
+    "DATASET_REFERENCE_VERSION",
+    "DatasetClassifier",
+    "DatasetReference",
+    "dataset_classifier",
+    "dataset_fingerprint",
+    "is_weak",
+]
+
+#: Part of the cache key: bump when the network, the recipe or the statistics change.
+DATASET_REFERENCE_VERSION = "d1"
+#: Held-out accuracy below which (or too close to chance) the classifier is called too weak.
+MIN_USEFUL_ACCURACY = 0.6
+
+_SEED = 0
+_BATCH = 32
+_LR = 3e-3
+_WEIGHT_DECAY = 1e-4
+_FRAME_LOSS_WEIGHT = 0.5
+
+
+class DatasetClassifier(nn.Module):
+    """Clip and per-frame classifier of float videos ``[B, T, 3, H, W]`` in [-1, 1]."""
+
+    feature_dim = 128
+
+    def __init__(self, resolution: int, frames: int, num_classes: int) -> None:
+        super().__init__()
+        self.resolution, self.frames, self.num_classes = int(resolution), int(frames), int(num_classes)
+        self.pool = input_pool(self.resolution)
+        self.frame_body = nn.Sequential(
+            conv_bn(6, 16, (1, 3, 3), (1, 2, 2)),
+            conv_bn(16, 32, (1, 3, 3), (1, 2, 2)),
+            conv_bn(32, 64, (1, 3, 3), (1, 2, 2)),
+        )
+        self.frame_head = nn.Linear(64, self.num_classes)
+        self.clip_body = nn.Sequential(
+            conv_bn(64, 96, (3, 3, 3), (2, 2, 2)),
+            conv_bn(96, self.feature_dim, (3, 3, 3), (1, 1, 1)),
+        )
+        self.head = nn.Linear(self.feature_dim, self.num_classes)
+
+    def _check(self, x: torch.Tensor) -> None:
+        if x.ndim != 5 or x.shape[2] != 3:
+            raise ValueError(f"expected float videos [B, T, 3, H, W], got {tuple(x.shape)}")
+        if (x.shape[1], x.shape[3], x.shape[4]) != (self.frames, self.resolution, self.resolution):
+            raise ValueError(f"this classifier takes {self.frames} frames of {self.resolution}x{self.resolution}, "
+                             f"got {x.shape[1]} frames of {x.shape[3]}x{x.shape[4]}")
+
+    def outputs(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(clip features [B, 128], clip logits [B, C], per-frame logits [B, T, C])."""
+        self._check(x)
+        x = x.transpose(1, 2)  # [B, 3, T, H, W]
+        if self.pool > 1:
+            x = F.avg_pool3d(x, (1, self.pool, self.pool))
+        diff = F.pad(x[:, :, 1:] - x[:, :, :-1], (0, 0, 0, 0, 0, 1))
+        h = self.frame_body(torch.cat([x, diff], dim=1))  # [B, 64, T, h, w]
+        frame_logits = self.frame_head(h.mean(dim=(3, 4)).transpose(1, 2))
+        feats = self.clip_body(h).mean(dim=(2, 3, 4))
+        return feats, self.head(feats), frame_logits
+
+    def features_and_logits(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        f, lg, _ = self.outputs(x)
+        return f, lg
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.outputs(x)[0]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.outputs(x)[1]
+
+
+# --------------------------------------------------------------------------------------------
+# Statistics shared by the real clips and the judged videos
+# --------------------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def _predict(model: DatasetClassifier, videos: torch.Tensor, batch_size: int = 64) -> dict[str, np.ndarray]:
+    """features float64 [N, F], logits [N, C], frame_logits [N, T, C] of uint8 videos."""
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    out: dict[str, list[np.ndarray]] = {"features": [], "logits": [], "frame_logits": []}
+    try:
+        for i in range(0, videos.shape[0], batch_size):
+            f, lg, fl = model.outputs(to_model_input(videos[i:i + batch_size].to(device)))
+            for k, v in zip(out, (f, lg, fl)):
+                out[k].append(v.double().cpu().numpy())
+    finally:
+        model.train(was_training)
+    return {k: np.concatenate(v) for k, v in out.items()}
+
+
+def consistency_per_video(frame_logits: np.ndarray) -> np.ndarray:
+    """[N]: the fraction of a video's frames whose prediction is the video's most frequent one."""
+    pred = frame_logits.argmax(-1)  # [N, T]
+    n, t = pred.shape
+    counts = np.zeros((n, frame_logits.shape[-1]), np.int64)
+    np.add.at(counts, (np.repeat(np.arange(n), t), pred.reshape(-1)), 1)
+    return counts.max(1) / t
+
+
+def _gaussian(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    return x.mean(axis=0), np.atleast_2d(np.cov(x, rowvar=False))
+
+
+def is_weak(accuracy: float, num_classes: int) -> bool:
+    """Too weak to judge: below MIN_USEFUL_ACCURACY, or less than 40 % of the way from chance to 1."""
+    chance = 1.0 / max(num_classes, 1)
+    return not accuracy >= MIN_USEFUL_ACCURACY or (accuracy - chance) < 0.4 * (1.0 - chance)
+
+
+def _as_uint8(videos: Any, what: str) -> torch.Tensor:
+    v = torch.from_numpy(np.ascontiguousarray(videos)) if isinstance(videos, np.ndarray) else videos.cpu()
+    if v.dtype != torch.uint8 or v.ndim != 5 or v.shape[-1] != 3:
+        raise ValueError(f"{what}: expected uint8 videos [N, T, H, W, 3], got {v.dtype} {tuple(v.shape)}")
+    return v
+
+
+@dataclass
+class DatasetReference:
+    """A trained :class:`DatasetClassifier` with the statistics of the real clips it was built on."""
+
+    model: DatasetClassifier
+    class_names: list[str]
+    heldout_accuracy: float
+    heldout_size: int
+    real_features: np.ndarray  # [N, F] float64: one view (the evaluation key) per real clip
+    real_labels: np.ndarray  # [N]
+    real_motion: dict[str, float]  # of all real clips
+    real_consistency: float  # of the held-out clips, as the accuracy
+    real_frame_accuracy: float
+    fingerprint: str
+    train_seconds: float = 0.0
+    loaded_from_cache: bool = False
+    _floor_cache: dict[int, float] = field(default_factory=dict, repr=False)
+
+    @property
+    def num_classes(self) -> int:
+        return self.model.num_classes
+
+    @property
+    def weak(self) -> bool:
+        return is_weak(self.heldout_accuracy, self.num_classes)
+
+    def features(self, videos: Any, batch_size: int = 64) -> np.ndarray:
+        """Clip features float64 [N, 128] of uint8 videos [N, T, H, W, 3]."""
+        return _predict(self.model, _as_uint8(videos, "videos"), batch_size)["features"]
+
+    def _halves(self, m: int) -> tuple[np.ndarray, np.ndarray]:
+        perm = np.random.default_rng(_SEED).permutation(len(self.real_features))
+        return perm[:m], perm[m:2 * m]
+
+    def evaluate(self, videos: Any, labels: Any, batch_size: int = 64) -> dict[str, float]:
+        """Metrics of uint8 videos ``[N >= 2, T, H, W, 3]`` that should show classes ``labels``
+        (see the module docstring). The Frechet distances use ``m = min(N, real clips // 2)``
+        videos (a fixed random subset when N > m) and two disjoint real sets of m clips
+        (``ref_fd_n`` = m)."""
+        videos = _as_uint8(videos, "videos")
+        labels = np.asarray(torch.as_tensor(labels).reshape(-1).cpu(), dtype=np.int64)
+        n = videos.shape[0]
+        if labels.shape[0] != n:
+            raise ValueError(f"got {n} videos but {labels.shape[0]} labels")
+        m = min(n, len(self.real_features) // 2)
+        if m < 2:
+            raise ValueError("the reference Frechet distance needs at least 2 videos and 4 real clips")
+        out = _predict(self.model, videos, batch_size)
+        a, b = self._halves(m)
+        mu_a, s_a = _gaussian(self.real_features[a])
+        if m not in self._floor_cache:
+            self._floor_cache[m] = frechet_distance(mu_a, s_a, *_gaussian(self.real_features[b]))
+        pick = np.sort(np.random.default_rng(_SEED).permutation(n)[:m])  # all of them when m == n
+        mu, s = _gaussian(out["features"][pick])
+        motion = motion_statistic(videos)
+        return {
+            "accuracy": float((out["logits"].argmax(1) == labels).mean()),
+            "frame_accuracy": float((out["frame_logits"].argmax(-1) == labels[:, None]).mean()),
+            "frame_accuracy_real": self.real_frame_accuracy,
+            "ref_fd": frechet_distance(mu, s, mu_a, s_a),
+            "ref_fd_floor": self._floor_cache[m],
+            "ref_fd_n": float(m),
+            "motion": motion["centroid_speed"],
+            "motion_real": self.real_motion["centroid_speed"],
+            "frame_diff": motion["frame_diff"],
+            "frame_diff_real": self.real_motion["frame_diff"],
+            "consistency": float(consistency_per_video(out["frame_logits"]).mean()),
+            "consistency_real": self.real_consistency,
+            "classifier_accuracy": self.heldout_accuracy,
+            "num_videos": float(n),
+        }
+
+
+# --------------------------------------------------------------------------------------------
+# Data
+# --------------------------------------------------------------------------------------------
+
+
+def _subset(dataset: Any, max_clips: int) -> np.ndarray:
+    n = len(dataset)
+    if n <= max_clips:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(_SEED).choice(n, max_clips, replace=False))
+
+
+def dataset_fingerprint(dataset: Any, indices: np.ndarray) -> str:
+    """sha256 of what the clips are made from: for file datasets the files' paths, sizes and
+    modification times (no decoding); otherwise eight decoded clips. Plus length, classes and
+    clip geometry."""
+    h = hashlib.sha256()
+    head = {"len": len(dataset), "classes": list(getattr(dataset, "class_names", [])),
+            "frames": getattr(dataset, "frames", None), "resolution": getattr(dataset, "resolution", None),
+            "stride": getattr(dataset, "frame_stride", None), "kind": type(dataset).__name__}
+    h.update(json.dumps(head, sort_keys=True).encode())
+    path_of = getattr(dataset, "path", None)
+    if callable(path_of):
+        for i in indices:
+            p = path_of(int(i))
+            try:
+                st = os.stat(p)
+                h.update(f"{p}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+            except OSError:
+                h.update(f"{p}\0missing\n".encode())
+    else:
+        for i in indices[np.linspace(0, len(indices) - 1, min(8, len(indices))).astype(int)]:
+            video, label = dataset[int(i)]
+            h.update(np.ascontiguousarray(torch.as_tensor(video).numpy()).tobytes())
+            h.update(str(int(label)).encode())
+    return h.hexdigest()
+
+
+def _decode(dataset: Any, indices: np.ndarray, progress: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(eval-key clips [N, T, H, W, 3], random-key clips [N, ...], labels [N]); duplicates dropped."""
+    seen: set[bytes] = set()
+    evals, randoms, labels = [], [], []
+    for i in tqdm(indices, desc="reference classifier: decoding", disable=not progress, leave=False, unit="clip"):
+        video, label = dataset[int(i)]
+        digest = hashlib.sha1(np.ascontiguousarray(video.numpy()).tobytes()).digest()
+        if digest in seen or int(label) < 0:
+            continue
+        seen.add(digest)
+        evals.append(video)
+        randoms.append(dataset[(int(i), 7919 * int(i) + 1)][0])
+        labels.append(int(label))
+    if not evals:
+        raise DataError("the reference classifier found no labelled clips in the dataset")
+    return torch.stack(evals), torch.stack(randoms), torch.tensor(labels, dtype=torch.long)
+
+
+def _holdout_mask(labels: np.ndarray, fraction: float) -> np.ndarray:
+    """Stratified: round(fraction * n_c) clips of each class with >= 3 clips (at least one)."""
+    rng = np.random.default_rng(_SEED)
+    held = np.zeros(len(labels), bool)
+    for c in np.unique(labels):
+        idx = np.flatnonzero(labels == c)
+        if len(idx) >= 3:
+            held[rng.permutation(idx)[:max(1, round(fraction * len(idx)))]] = True
+    return held
+
+
+# --------------------------------------------------------------------------------------------
+# Training and cache
+# --------------------------------------------------------------------------------------------
+
+
+def _train(train_x: torch.Tensor, train_y: torch.Tensor, num_classes: int, steps: int, device: torch.device,
+           progress: bool) -> DatasetClassifier:
+    _, t, h, _, _ = train_x.shape
+    devices = [device.index or 0] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(_SEED)
+        model = DatasetClassifier(h, t, num_classes).to(device)
+        gen = torch.Generator().manual_seed(_SEED)
+        opt = torch.optim.AdamW(model.parameters(), lr=_LR, weight_decay=_WEIGHT_DECAY)
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=_LR, total_steps=steps, pct_start=0.15)
+        model.train()
+        for _ in tqdm(range(steps), desc="reference classifier: training", disable=not progress, leave=False):
+            idx = torch.randint(0, train_x.shape[0], (min(_BATCH, train_x.shape[0]),), generator=gen)
+            x = degrade_clips(to_model_input(train_x[idx]), gen).to(device)
+            y = train_y[idx].to(device)
+            _, logits, frame_logits = model.outputs(x)
+            loss = F.cross_entropy(logits, y) + _FRAME_LOSS_WEIGHT * F.cross_entropy(
+                frame_logits.flatten(0, 1), y.repeat_interleave(t))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+    return model.eval()
+
+
+def _steps_for(n_train: int) -> int:
+    """25 batches' worth per training clip / batch size (12 passes over both views), in [150, 320]."""
+    return int(min(320, max(150, math.ceil(25 * n_train / _BATCH))))
+
+
+def _cache_paths(cache_dir: Any, key: str) -> tuple[Path, Path]:
+    base = cache_root(cache_dir) / "reference" / f"dataset-{key[:24]}"
+    return base.with_suffix(".safetensors"), base.with_suffix(".json")
+
+
+def _save(ref: DatasetReference, key: str, cache_dir: Any, info: dict) -> None:
+    weights, meta_path = _cache_paths(cache_dir, key)
+    weights.parent.mkdir(parents=True, exist_ok=True)
+    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in ref.model.state_dict().items()}
+    tensors["real.features"] = torch.from_numpy(ref.real_features.astype(np.float32))
+    tensors["real.labels"] = torch.from_numpy(ref.real_labels.astype(np.int64))
+    meta = {
+        "version": DATASET_REFERENCE_VERSION, "key": key, "fingerprint": ref.fingerprint,
+        "class_names": ref.class_names, "resolution": ref.model.resolution, "frames": ref.model.frames,
+        "heldout_accuracy": ref.heldout_accuracy, "heldout_size": ref.heldout_size,
+        "real_motion": ref.real_motion, "real_consistency": ref.real_consistency,
+        "real_frame_accuracy": ref.real_frame_accuracy, "train_seconds": round(ref.train_seconds, 2), **info,
+    }
+    for path, write in ((weights, lambda p: save_file(tensors, str(p), metadata={"key": key})),
+                        (meta_path, lambda p: p.write_text(json.dumps(meta, indent=1)))):
+        tmp = path.with_name(f"{path.name}.tmp.{os.getpid()}")
+        try:
+            write(tmp)
+            os.replace(tmp, path)
+        finally:
+            if tmp.exists():
+                tmp.unlink()
+
+
+def _load(key: str, cache_dir: Any, device: torch.device) -> DatasetReference | None:
+    weights, meta_path = _cache_paths(cache_dir, key)
+    if not (weights.exists() and meta_path.exists()):
+        return None
+    try:
+        meta = json.loads(meta_path.read_text())
+        tensors = load_file(str(weights))
+        if meta.get("key") != key:
+            raise WeightsError("key mismatch")
+        model = DatasetClassifier(meta["resolution"], meta["frames"], len(meta["class_names"]))
+        model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")}, strict=True)
+    except Exception as e:  # noqa: BLE001 - a broken cache is retrained, never fatal
+        warnings.warn(f"reference classifier cache {weights} unusable ({type(e).__name__}: {e}); retraining",
+                      stacklevel=3)
+        return None
+    return DatasetReference(
+        model=model.to(device).eval(), class_names=list(meta["class_names"]),
+        heldout_accuracy=float(meta["heldout_accuracy"]), heldout_size=int(meta["heldout_size"]),
+        real_features=tensors["real.features"].double().numpy(), real_labels=tensors["real.labels"].numpy(),
+        real_motion=dict(meta["real_motion"]), real_consistency=float(meta["real_consistency"]),
+        real_frame_accuracy=float(meta["real_frame_accuracy"]), fingerprint=meta["fingerprint"],
+        train_seconds=float(meta.get("train_seconds", 0.0)), loaded_from_cache=True,
+    )
+
+
+_MEMORY: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def dataset_classifier(
+    dataset: Any, *, frames: int, resolution: int, device: str | torch.device = "cpu",
+    cache_dir: str | os.PathLike[str] | None = None, progress: bool = True, holdout: float = 0.2,
+    max_clips: int = 1200, num_threads: int | None = None, warn: bool = True, steps: int | None = None,
+) -> DatasetReference:
+    """The reference classifier of a labelled clip dataset (``dataset[i] -> (uint8 [T, H, W, 3],
+    label)``, ``class_names``), trained or read from the cache; see the module docstring.
+
+    ``frames`` / ``resolution`` must be the dataset's clip size (the model's). The classifier is
+    kept in memory per dataset object too, so periodic evaluation pays only for its videos.
+    ``num_threads``: torch CPU threads while training (restored afterwards); ``steps``: optimiser
+    steps (default: :func:`_steps_for` the number of training clips). Issues one warning
+    line when the held-out accuracy is too weak to judge by (:func:`is_weak`).
+    """
+    device = torch.device(device)
+    names = list(getattr(dataset, "class_names", []) or [])
+    if len(names) < 2:
+        raise DataError("a reference classifier needs a labelled dataset with at least 2 classes "
+                        f"(this one has {len(names)})")
+    indices = _subset(dataset, max_clips)
+    settings = {"version": DATASET_REFERENCE_VERSION, "frames": int(frames), "resolution": int(resolution),
+                "holdout": holdout, "max_clips": max_clips, "steps": steps}
+    try:
+        memo = _MEMORY.setdefault(dataset, {})
+    except TypeError:  # not weak-referenceable
+        memo = {}
+    mkey = json.dumps(settings, sort_keys=True) + str(cache_dir)
+    if mkey in memo:
+        return memo[mkey]
+    fingerprint = dataset_fingerprint(dataset, indices)
+    key = hashlib.sha256((fingerprint + json.dumps(settings, sort_keys=True)).encode()).hexdigest()
+    ref = _load(key, cache_dir, device)
+    if ref is None:
+        ref = _build(dataset, indices, names, frames, resolution, device, holdout, progress, num_threads,
+                     fingerprint, steps)
+        _save(ref, key, cache_dir, {"settings": settings, "num_clips": int(len(ref.real_labels))})
+    if warn and ref.weak:
+        warnings.warn(f"the reference classifier of this dataset reaches only {ref.heldout_accuracy:.2f} held-out "
+                      f"accuracy ({len(names)} classes, chance {1 / len(names):.2f}): too weak to judge samples by",
+                      stacklevel=2)
+    memo[mkey] = ref
+    return ref
+
+
+def _build(dataset, indices, names, frames, resolution, device, holdout, progress, num_threads, fingerprint,
+           steps) -> DatasetReference:
+    start = time.perf_counter()
+    evals, randoms, labels = _decode(dataset, indices, progress)
+    if tuple(evals.shape[1:4]) != (frames, resolution, resolution):
+        raise DataError(f"the dataset gives clips of {tuple(evals.shape[1:4])} (frames, H, W), "
+                        f"not {(frames, resolution, resolution)}")
+    y = labels.numpy()
+    held = _holdout_mask(y, holdout)
+    if not held.any():
+        warnings.warn("too few clips per class to hold any out: the classifier's accuracy is measured "
+                      "on its training clips", stacklevel=3)
+        held_idx, train_idx = np.arange(len(y)), np.arange(len(y))
+    else:
+        held_idx, train_idx = np.flatnonzero(held), np.flatnonzero(~held)
+    tr = torch.from_numpy(train_idx)
+    train_x = torch.cat([evals[tr], randoms[tr]])
+    train_y = torch.cat([labels[tr], labels[tr]])
+    old = torch.get_num_threads()
+    if num_threads is not None:
+        torch.set_num_threads(num_threads)
+    try:
+        model = _train(train_x, train_y, len(names), steps or _steps_for(len(train_idx)), device, progress)
+        real = _predict(model, evals)
+    finally:
+        torch.set_num_threads(old)
+    heldout_accuracy = float((real["logits"][held_idx].argmax(1) == y[held_idx]).mean())
+    return DatasetReference(
+        model=model, class_names=names, heldout_accuracy=heldout_accuracy, heldout_size=int(len(held_idx)),
+        real_features=real["features"], real_labels=y, real_motion=motion_statistic(evals),
+        real_consistency=float(consistency_per_video(real["frame_logits"][held_idx]).mean()),
+        real_frame_accuracy=float((real["frame_logits"][held_idx].argmax(-1) == y[held_idx, None]).mean()),
+        fingerprint=fingerprint, train_seconds=time.perf_counter() - start,
+    )
