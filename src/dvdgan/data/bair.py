@@ -63,7 +63,8 @@ def _file_sort_key(p: Path) -> tuple[int, str]:
     return (int(m.group(1)) if m else 1 << 62, p.name)
 
 
-def _declared_count(p: Path) -> int:
+def declared_count(p: Path) -> int:
+    """Number of videos in a BAIR TFRecord file: from its name (``traj_A_to_B``) or by scanning."""
     m = _NAME.search(p.name)
     if m and int(m.group(2)) >= int(m.group(1)):
         return int(m.group(2)) - int(m.group(1)) + 1
@@ -109,7 +110,7 @@ class BairDataset(ClipDataset):
                 f"{clip_span(frames, frame_stride)}"
             )
         self.files = [str(p) for p in find_bair_split(path, split)]
-        counts = np.array([_declared_count(Path(p)) for p in self.files], dtype=np.int64)
+        counts = np.array([declared_count(Path(p)) for p in self.files], dtype=np.int64)
         self._starts = np.concatenate([[0], np.cumsum(counts)])
         if self._starts[-1] == 0:
             raise DataError(f"the BAIR {split} TFRecords under {path} hold no records")

@@ -91,10 +91,10 @@ def _list_source(
     from dvdgan.data import readers
 
     if dataset == "bair":
-        from dvdgan.data.bair import _declared_count, find_bair_split
+        from dvdgan.data.bair import declared_count, find_bair_split
 
         files = find_bair_split(src, split)
-        names = [f"{f.name}#{r}" for f in files for r in range(_declared_count(f))]
+        names = [f"{f.name}#{r}" for f in files for r in range(declared_count(f))]
         return _Source("bair", names, [0] * len(names), ["robot_pushing"], str(files[0].parent), bair_camera)
     if dataset == "ucf101":
         fl = readers.list_ucf101(src, split, ucf_split)
@@ -108,7 +108,7 @@ def _list_source(
 
 
 def _splits_for(dataset: str, src: str, split: str) -> list[str]:
-    from dvdgan.data.readers import SPLIT_ALIASES, _class_dirs, _split_dir, canonical_split
+    from dvdgan.data.readers import SPLIT_ALIASES, canonical_split, class_dirs, split_dir
 
     if split != "all":
         return [canonical_split(split)]
@@ -117,7 +117,7 @@ def _splits_for(dataset: str, src: str, split: str) -> list[str]:
     if dataset == "kinetics600":
         return ["train", "val", "test"]
     root = Path(src)
-    found = [s for s in SPLIT_ALIASES if (d := _split_dir(root, s)) is not None and _class_dirs(d)]
+    found = [s for s in SPLIT_ALIASES if (d := split_dir(root, s)) is not None and class_dirs(d)]
     return found or ["all"]
 
 

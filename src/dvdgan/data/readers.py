@@ -204,7 +204,7 @@ def list_ucf101(path: str | os.PathLike, split: str = "train", ucf_split: int = 
     by_base = {os.path.basename(p).lower(): p for p in on_disk}
     nested = any(os.sep in p for p in on_disk)
     if nested:
-        present = {c.lower() for c in _class_dirs(vroot)}
+        present = {c.lower() for c in class_dirs(vroot)}
         absent = [c for c in classes if c.lower() not in present]
         if absent:
             raise DataError(
@@ -320,7 +320,8 @@ def _find_kinetics_csv(root: Path, split: str, hint: str | None) -> Path:
     return found[0]
 
 
-def _split_dir(root: Path, split: str) -> Path | None:
+def split_dir(root: Path, split: str) -> Path | None:
+    """The sub-folder of ``root`` holding ``split`` under any of its usual spellings, or None."""
     for alias in SPLIT_ALIASES.get(split, (split,)):
         for name in (alias, alias.capitalize(), alias.upper()):
             if (root / name).is_dir():
@@ -380,7 +381,7 @@ def list_kinetics(path: str | os.PathLike, split: str = "train", csv_path: str |
         by_key.setdefault((r.youtube_id, r.time_start, r.time_end), r)
         by_id.setdefault(r.youtube_id, []).append(r)
 
-    vroot = _split_dir(root, split) or root
+    vroot = split_dir(root, split) or root
     files = _walk_videos(vroot)
     if not files:
         raise DataError(f"no video files under {vroot}")
@@ -418,7 +419,8 @@ def list_kinetics(path: str | os.PathLike, split: str = "train", csv_path: str |
 # ----------------------------------------------------------------------------------------------
 
 
-def _class_dirs(p: Path) -> list[str]:
+def class_dirs(p: Path) -> list[str]:
+    """Sorted names of the visible sub-folders of ``p`` (one per class)."""
     return sorted(e.name for e in os.scandir(p) if e.is_dir() and not e.name.startswith("."))
 
 
@@ -426,7 +428,7 @@ def list_folder(path: str | os.PathLike, split: str = "train") -> FileList:
     """``path/<class>/...`` (or ``path/<split>/<class>/...``): one sub-folder per class."""
     root = _require_dir(path, "video folder")
     split_dirs = {
-        canon: d for canon in SPLIT_ALIASES if (d := _split_dir(root, canon)) is not None and _class_dirs(d)
+        canon: d for canon in SPLIT_ALIASES if (d := split_dir(root, canon)) is not None and class_dirs(d)
     }
     if split_dirs:
         sp = canonical_split(split)
@@ -443,7 +445,7 @@ def list_folder(path: str | os.PathLike, split: str = "train") -> FileList:
     found: dict[Path, dict[str, list[str]]] = {}
     for d in roots:
         seen = {os.path.realpath(d)}  # a class folder linking back to the root adds nothing
-        found[d] = {c: _walk_videos(d / c, seen) for c in _class_dirs(d)}
+        found[d] = {c: _walk_videos(d / c, seen) for c in class_dirs(d)}
     all_dirs = sorted({c for per in found.values() for c in per})
     class_names = sorted({c for per in found.values() for c, files in per.items() if files})
     if not all_dirs:
