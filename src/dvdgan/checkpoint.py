@@ -146,7 +146,12 @@ CHECKPOINT_FILES = ("model.safetensors", "meta.json", "train_state.pt")
 
 
 def resolve_checkpoint(path: str | Path) -> Path:
-    """A checkpoint directory, one of its three files, or a run directory (-> newest checkpoint)."""
+    """A checkpoint directory, one of its three files, a run directory (-> newest checkpoint), or
+    ``pretrained:NAME`` (a generator shipped with the package, :mod:`dvdgan.pretrained`)."""
+    from dvdgan import pretrained
+
+    if pretrained.is_pretrained(path):
+        return pretrained.pretrained_path(str(path))
     p = Path(path)
     if not p.exists():
         raise CheckpointError(f"checkpoint {path} does not exist")

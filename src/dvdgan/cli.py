@@ -20,6 +20,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "bench": ("dvdgan.commands.bench", "benchmark training, sampling, discriminators and data loading"),
     "info": ("dvdgan.commands.info", "parameter counts, pixel budget and FLOPs of a preset"),
     "presets": ("dvdgan.commands.presets", "list the presets"),
+    "export-generator": ("dvdgan.commands.export_generator", "save a checkpoint's EMA generator on its own"),
 }
 
 
