@@ -24,7 +24,11 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from dvdgan import __version__
+
     parser = argparse.ArgumentParser(prog="dvdgan", description="DVD-GAN video synthesis and prediction.")
+    parser.add_argument("--version", action="version", version=f"dvdgan {__version__}",
+                        help="print the version and exit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, (module, help_) in SUBCOMMANDS.items():
         try:
@@ -43,6 +47,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        from dvdgan.commands.common import apply_common_arguments
+
+        apply_common_arguments(args)
         return int(args._run(args) or 0)
     except DvdganError as e:
         print(f"dvdgan {args.command}: error: {e}", file=sys.stderr)

@@ -17,7 +17,13 @@ from __future__ import annotations
 import argparse
 import os
 
-from dvdgan.commands.common import check_device, check_output_dir, checked_checkpoint, output_errors
+from dvdgan.commands.common import (
+    add_common_arguments,
+    check_device,
+    check_output_dir,
+    checked_checkpoint,
+    output_errors,
+)
 from dvdgan.errors import DvdganError
 
 
@@ -40,7 +46,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="real videos for on-the-fly statistics (default --n)")
     p.add_argument("--truncation", default="1.0",
                    help="comma-separated std of z, e.g. 0.2,0.4,0.6,0.8,1.0 (several: CSV + PNG curve)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of z and the classes (default 0)")
     p.add_argument("--out", default=None, help="output directory (default: <checkpoint dir>/eval)")
     p.add_argument("--batch-size", type=int, default=16, help="generator batch size")
     p.add_argument("--chunk-size", type=int, default=64, help="videos generated per call (memory)")
@@ -50,11 +56,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--frechet-method", choices=("svd", "sqrtm"), default="svd",
                    help="svd = TF FVD reference (default), sqrtm = pytorch-fid / clean-fid")
     p.add_argument("--c3d-mean", default=None, help="C3D mean clip mean2.npz (default: beside the C3D npz)")
-    p.add_argument("--i3d-resize", choices=("tf", "torch"), default="tf")
+    p.add_argument("--i3d-resize", choices=("tf", "torch"), default="tf",
+                   help="frame resize to 224 for I3D: TF1 resize_bilinear as the FVD reference (default) or torch")
     p.add_argument("--raw", action="store_true", help="evaluate the raw generator instead of its EMA")
-    p.add_argument("--device", default="cpu")
     p.add_argument("--cache-dir", default=None, help="where the reference classifier is cached")
-    p.add_argument("--no-progress", action="store_true")
+    add_common_arguments(p)
     p.add_argument("--memorisation", type=int, default=0, metavar="N",
                    help="memorisation check (paper C.1): N samples' nearest training clips in the reference "
                         "classifier's feature space, against held-out real clips' (or, without a held-out split, "

@@ -32,7 +32,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dvdgan.commands.common import check_device, check_output_dir, checked_checkpoint, output_errors
+from dvdgan.commands.common import (
+    add_common_arguments,
+    check_device,
+    check_output_dir,
+    checked_checkpoint,
+    output_errors,
+)
 from dvdgan.errors import DvdganError
 
 FORMATS = ("mp4", "gif", "png")
@@ -49,7 +55,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default=None, help="output directory (required with --input)")
     p.add_argument("--n", type=int, default=None,
                    help="continuations per input (default 4); with --evaluate: test clips (default 256)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of z (default 0)")
     p.add_argument("--truncation", type=float, default=1.0, help="standard deviation of z in [0, 1] (default 1)")
     p.add_argument("--frame-stride", type=int, default=None,
                    help="frame stride of the input clips (default: the checkpoint's data.frame_stride)")
@@ -67,9 +73,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", default=None, help="with --evaluate: dataset path (default: the checkpoint's)")
     p.add_argument("--dataset", default=None, help="with --evaluate: dataset kind (default: the checkpoint's)")
     p.add_argument("--split", default="test", help="with --evaluate: split (default test)")
-    p.add_argument("--device", default="cpu")
     p.add_argument("--cache-dir", default=None, help="where the reference classifier is cached")
-    p.add_argument("--no-progress", action="store_true")
+    add_common_arguments(p)
 
 
 def _formats(spec: str) -> list[str]:

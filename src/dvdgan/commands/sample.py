@@ -18,7 +18,13 @@ import argparse
 import math
 from pathlib import Path
 
-from dvdgan.commands.common import check_device, check_output_dir, checked_checkpoint, output_errors
+from dvdgan.commands.common import (
+    add_common_arguments,
+    check_device,
+    check_output_dir,
+    checked_checkpoint,
+    output_errors,
+)
 from dvdgan.errors import DvdganError
 
 
@@ -34,7 +40,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "--truncation-mode resample the threshold beyond which z is redrawn")
     p.add_argument("--truncation-mode", choices=("scale", "resample"), default="scale",
                    help="scale: z ~ N(0, S^2) (the paper's truncation curve); resample: BigGAN's trick")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of z and of random classes (default 0)")
     p.add_argument("--raw", action="store_true", help="the trained generator instead of its EMA")
     p.add_argument("--batch-size", type=int, default=16, help="videos per generator call (memory)")
     p.add_argument("--grid-max", type=int, default=256,
@@ -45,8 +51,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--steps", type=int, default=8, help="interpolation steps, both ends included (default 8)")
     p.add_argument("--scale", type=int, default=1, help="nearest-neighbour upscaling factor for tiny videos")
     p.add_argument("--fps", type=float, default=8.0)
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--no-progress", action="store_true")
+    add_common_arguments(p)
 
 
 def _check_args(args: argparse.Namespace) -> None:

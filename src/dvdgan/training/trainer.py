@@ -614,8 +614,9 @@ class Trainer:
             print(f"notice: {n}", file=sys.stderr)
         if self.resumed_from is not None:
             print(f"resuming from {self.resumed_from} (step {self.step})", file=sys.stderr)
-        data = cfg.data.dataset + (f" {cfg.data.path}" if cfg.data.path else "")
-        print(f"training {cfg.name} on {data} ({len(self.dataset)} clips, {cfg.model.num_classes} classes) on "
+        data = (f"{cfg.data.dataset} dataset {cfg.data.path}" if cfg.data.path
+                else f"the built-in {cfg.data.dataset} dataset")
+        print(f"training on {data} ({len(self.dataset)} clips, {cfg.model.num_classes} classes), config {cfg.name}, on "
               f"{self.device} x{self.dist.world_size}: effective batch {self.effective_batch} = "
               f"{self.per_replica_batch} per replica x {self.dist.world_size} replicas x {t.grad_accum} "
               "accumulation", file=sys.stderr)
