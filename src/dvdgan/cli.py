@@ -14,7 +14,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "train": ("dvdgan.commands.train", "train a DVD-GAN (torchrun-ready)"),
     "sample": ("dvdgan.commands.sample", "sample videos, grids and interpolations from a checkpoint"),
     "predict": ("dvdgan.commands.predict", "continue real videos with a DVD-GAN-FP checkpoint"),
-    "eval": ("dvdgan.commands.eval", "FVD / FID / IS / accuracy of a checkpoint"),
+    "eval": ("dvdgan.commands.eval", "FVD / reference Frechet distance / FID / IS / accuracy of a checkpoint"),
     "stats": ("dvdgan.commands.stats", "real-data statistics for a detector"),
     "prepare": ("dvdgan.commands.prepare", "decode a video dataset once into fast shards"),
     "bench": ("dvdgan.commands.bench", "benchmark training, sampling, discriminators and data loading"),

@@ -1,4 +1,4 @@
-"""``dvdgan eval``: FVD / FID / IS / C3D IS / accuracy of a checkpoint, optionally along a
+"""``dvdgan eval``: FVD / reference Frechet distance / FID / IS / C3D IS / accuracy of a checkpoint, optionally along a
 truncation curve.
 
     dvdgan eval --checkpoint runs/shapes --detector reference              # built-in data, no files
@@ -30,7 +30,9 @@ from dvdgan.errors import DvdganError
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", required=True, help="checkpoint directory / model.safetensors / run dir")
     p.add_argument("--metrics", default=None,
-                   help="comma-separated: fvd, fid, is, isc3d, accuracy (default: all the detectors allow); "
+                   help="comma-separated: fvd, ref_fd (reference Frechet distance; fvd asked of the reference "
+                        "classifier is reported as ref_fd), fid, is, isc3d, accuracy (default: all the detectors "
+                        "allow); "
                         "'none' for none (e.g. with --memorisation)")
     p.add_argument("--detector", action="append", default=None,
                    help="'reference' (default: the reference classifier of the checkpoint's dataset, trained "
@@ -86,7 +88,7 @@ def default_metrics(detectors) -> list[str]:
         elif d.kind == "c3d":
             out += ["isc3d"]
         elif d.kind == "reference":
-            out += ["fvd", "is", "accuracy"]
+            out += ["ref_fd", "is", "accuracy"]
     return list(dict.fromkeys(out))
 
 
@@ -162,7 +164,7 @@ def run(args: argparse.Namespace) -> int:
         metrics = [m.strip() for m in args.metrics.split(",")] if args.metrics else default_metrics(detectors)
         real_stats = [load_real_stats(p) for p in args.stats] if args.stats else None
         real_dataset = None
-        if any(m in ("fvd", "fid") for m in metrics) and real_stats is None:
+        if any(m in ("fvd", "ref_fd", "fid") for m in metrics) and real_stats is None:
             if data_cfg.dataset != "shapes" and not data_cfg.path:
                 raise DvdganError("fvd/fid need real statistics: pass --stats STATS.npz or --data PATH")
             from dvdgan.data import build_dataset
@@ -174,6 +176,8 @@ def run(args: argparse.Namespace) -> int:
             n=args.n, truncations=_floats(args.truncation), seed=args.seed, chunk_size=args.chunk_size,
             is_splits=args.is_splits, is_runs=args.is_runs, frechet_method=args.frechet_method,
             real_n=args.n_real, out_dir=None, progress=progress,
+            real_description=f"{data_cfg.dataset}:{data_cfg.path or ''} split={args.split} frames={frames} "
+                             f"resolution={resolution} seed={args.seed}",
         )
         result["checkpoint"] = os.path.abspath(args.checkpoint)
         result["ema"] = not args.raw
