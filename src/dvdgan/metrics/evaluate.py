@@ -130,7 +130,8 @@ def evaluate_generator(
 
     Real statistics for fvd / fid come from ``real_stats`` (matched to the detector by identity;
     a mismatch is an error) or are computed from ``real_dataset`` (first ``real_n`` or ``n``
-    videos; ``real_description`` names that data in ``real.dataset``). Returns ``{"rows": [{"truncation", "fvd", "fid", "is", "is_std", ...}], "detectors",
+    videos; ``real_description`` names that data in ``real.dataset``). Returns
+    ``{"rows": [{"truncation", "fvd", "fid", "is", "is_std", ...}], "detectors",
     "real", ...}``; with ``out_dir``, writes metrics.json and metrics.txt, and with several
     truncations also truncation_curve.csv and truncation_curve.png.
     """
