@@ -17,6 +17,8 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "eval": ("dvdgan.commands.eval", "FVD / reference Frechet distance / FID / IS / accuracy of a checkpoint"),
     "stats": ("dvdgan.commands.stats", "real-data statistics for a detector"),
     "prepare": ("dvdgan.commands.prepare", "decode a video dataset once into fast shards"),
+    "export-clips": ("dvdgan.commands.export_clips", "write real clips at a model's size as MP4 (input of predict)"),
+    "demo": ("dvdgan.commands.demo", "a local web page to explore a checkpoint: classes, truncation, interpolation"),
     "bench": ("dvdgan.commands.bench", "benchmark training, sampling, discriminators and data loading"),
     "info": ("dvdgan.commands.info", "parameter counts, pixel budget and FLOPs of a preset"),
     "presets": ("dvdgan.commands.presets", "list the presets"),
