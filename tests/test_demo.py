@@ -3,6 +3,7 @@ real headless browser (Debian's chromium; the browser test is skipped only where
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import os
@@ -131,8 +132,19 @@ def test_cli_refuses_prediction_checkpoints_and_busy_ports(tmp_path, capsys):
     assert err.startswith("dvdgan demo: error: cannot serve on 127.0.0.1:") and err.count("\n") == 1
 
 
+@functools.lru_cache(maxsize=1)
 def _browser() -> str | None:
-    return next((b for b in (shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome")) if b), None)
+    """A chromium that runs here (Ubuntu's chromium-browser may be a snap shim that does not)."""
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        path = shutil.which(name)
+        if path is None:
+            continue
+        try:
+            if subprocess.run([path, "--version"], capture_output=True, timeout=60).returncode == 0:
+                return path
+        except (OSError, subprocess.TimeoutExpired):
+            continue
+    return None
 
 
 def _dump_dom(browser: str, url: str, profile: Path) -> str:
