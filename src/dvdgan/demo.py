@@ -219,7 +219,7 @@ body { font: 14px/1.4 system-ui, sans-serif; margin: 0; background: #111; color:
 header { padding: 10px 16px; background: #1d1d1d; border-bottom: 1px solid #333; }
 header h1 { font-size: 18px; margin: 0; display: inline; } header span { color: #999; margin-left: 12px; }
 main { display: flex; gap: 16px; padding: 16px; align-items: flex-start; }
-form { background: #1d1d1d; padding: 12px; border-radius: 6px; min-width: 230px; }
+form { background: #1d1d1d; padding: 12px; border-radius: 6px; min-width: 230px; margin-bottom: 12px; }
 fieldset { border: 1px solid #333; margin: 0 0 12px; } legend { color: #aaa; }
 label { display: block; margin: 6px 0; } input[type=number] { width: 80px; }
 select { width: 100%; background: #222; color: #eee; } button { margin-top: 8px; padding: 6px 12px; }
