@@ -11,6 +11,7 @@ import stat
 from pathlib import Path
 
 import av
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -37,6 +38,8 @@ def test_every_flag_of_every_command_has_help():
                for a in p._actions
                if not isinstance(a, (argparse._HelpAction, argparse._SubParsersAction)) and not a.help]
     assert missing == []
+    for p in subparsers().values():
+        p.format_help()  # renders (no stray % in a help text)
 
 
 def test_shared_flags_have_one_spelling_and_device_defaults_to_auto():
@@ -178,8 +181,16 @@ def test_export_clips_feed_predict(tmp_path, capsys):
         frames = list(c.decode(video=0))
     assert len(frames) == 6 and (frames[0].width, frames[0].height) == (16, 16)
     rc = main(["predict", "--checkpoint", str(ckpt), "--input", str(clips), "--out", str(tmp_path / "pred"),
-               "--n", "2", "--frame-stride", "1", "--no-progress"])
+               "--n", "2", "--frame-stride", "1", "--format", "png", "--no-progress"])
     assert rc == 0 and "2 with the ground truth" in capsys.readouterr().out
+    from dvdgan.commands.predict import CONTEXT_COLOUR, PREDICTED_COLOUR, TRUTH_COLOUR
+
+    strip = np.asarray(Image.open(tmp_path / "pred" / f"{files[0].stem}.png").convert("RGB"))
+    panels_h = (3 * (18 + 2) + 2) * 8  # ground truth + 2 predictions, 16 px + border, 2 px apart, x8
+    legend = strip[panels_h:]  # below the panels: a square of each border colour, and its meaning
+    assert 0 < legend.shape[0] < 40
+    for colour in (CONTEXT_COLOUR, PREDICTED_COLOUR, TRUTH_COLOUR):
+        assert (legend == np.array(colour, np.uint8)).all(axis=-1).sum() >= 25, colour
     # the built-in preset, sized by overrides, without a checkpoint
     assert main(["export-clips", "--out", str(tmp_path / "c2"), "--n", "1", "--no-progress"] + TINY_NETWORK) == 0
     assert len(list((tmp_path / "c2").glob("*.mp4"))) == 1
@@ -221,3 +232,32 @@ def test_sample_without_classes_gives_one_labelled_row_per_class(tmp_path):
     grid_h, grid_w = (rows * 17 + 1) * scale, (cols * 17 + 1) * scale
     assert grid_h < h < grid_h + 40 and w > grid_w + 60  # + a caption above, + class names on the left
     assert abs(duration - 125) <= 5  # 8 fps, as predict (GIF stores centiseconds)
+
+
+def test_train_on_a_folder_names_it_and_logs_labelled_samples(tmp_path, capsys):
+    from videofolders import class_names, make_class_folder
+
+    data = make_class_folder(tmp_path / "videos", num_classes=2, per_class=2, frames=8, size=16)
+    out = tmp_path / "run"
+    rc = main(["train", "--out", str(out), "--data", str(data), "--max-steps", "1", "--no-progress", "--threads", "1",
+               "--num-workers", "0", "--device", "cpu"] + TINY + ["train.sample_every=1", "train.num_sample_videos=4"])
+    assert rc == 0
+    err = capsys.readouterr().err
+    assert f"training on folder dataset {data} (4 clips, 2 classes), config shapes, on cpu" in err
+    assert json.loads((out / "config.json").read_text())["data"]["num_workers"] == 0
+    with Image.open(out / "samples" / "step_00000001.gif") as im:
+        frame = np.asarray(im.convert("RGB"))
+    scale = 8  # 16 px -> 128 px
+    grid_h, grid_w = (2 * 17 + 1) * scale, (2 * 17 + 1) * scale  # one row per class, 2 samples each
+    assert grid_h < frame.shape[0] < grid_h + 40  # + the caption (config, step)
+    label_w = frame.shape[1] - grid_w
+    assert label_w > 6 * len(class_names(2)[0])  # the class names, left of the rows
+    assert frame[-grid_h:, :label_w].max() > 200  # white text in the label strip
+
+
+def test_train_device_flag_is_checked(tmp_path, capsys):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    assert main(["train", "--out", str(tmp_path / "r"), "--device", "cuda"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("dvdgan train: error: train.device cuda: this torch cannot use CUDA") and err.count("\n") == 1

@@ -265,6 +265,7 @@ def broken_checkpoints(run_dir, tmp_path_factory) -> dict[str, Path]:
     ("ok", ["--truncation", "-0.1"], "[0, 1]"),
     ("ok", ["--interpolate", "class", "--classes", "0"], "two classes"),
     ("ok", ["--n", "0"], "--n"),
+    ("ok", ["--interpolate", "latent", "--n", "4"], "--n does not apply to --interpolate latent"),
 ])
 def test_cli_errors_are_one_line(case, extra, expect, run_dir, broken_checkpoints, tmp_path, capsys):
     ckpt = run_dir if case == "ok" else broken_checkpoints[case]
