@@ -239,8 +239,14 @@ def test_train_on_a_folder_names_it_and_logs_labelled_samples(tmp_path, capsys):
 
     data = make_class_folder(tmp_path / "videos", num_classes=2, per_class=2, frames=8, size=16)
     out = tmp_path / "run"
-    rc = main(["train", "--out", str(out), "--data", str(data), "--max-steps", "1", "--no-progress", "--threads", "1",
-               "--num-workers", "0", "--device", "cpu"] + TINY + ["train.sample_every=1", "train.num_sample_videos=4"])
+    threads = torch.get_num_threads()
+    try:
+        rc = main(["train", "--out", str(out), "--data", str(data), "--max-steps", "1", "--no-progress", "--threads",
+                   "1", "--num-workers", "0", "--device", "cpu"] + TINY + ["train.sample_every=1",
+                                                                            "train.num_sample_videos=4"])
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(threads)
     assert rc == 0
     err = capsys.readouterr().err
     assert f"training on folder dataset {data} (4 clips, 2 classes), config shapes, on cpu" in err
