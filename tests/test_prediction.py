@@ -346,12 +346,12 @@ def test_predict_end_to_end(fp_run, tmp_path, capsys):
     assert {p.name for p in out.iterdir()} == expected
     long, short = _decode(out / "long.mp4"), _decode(out / "sub__short.mp4")
     assert long.shape[0] == short.shape[0] == C + T  # context, then the prediction
-    # panels of 16 + 2 (border) px, 2 px apart: ground truth + 3 continuations vs 3 continuations
-    assert long.shape[2] == 4 * 18 + 5 * 2 and short.shape[2] == 3 * 18 + 4 * 2 and long.shape[1] == 18 + 4
+    # panels of 16 + 2 (border) px, 2 px apart, under a caption and above the legend of the border colours
+    assert long.shape[1] > 18 + 4 and long.shape[2] >= 4 * 18 + 5 * 2 and short.shape[2] >= 3 * 18 + 4 * 2
     from PIL import Image
 
-    strip = Image.open(out / "long.png")
-    assert strip.size == ((C + T) * 20 + 2, 4 * 20 + 2)  # time left to right, one row per panel
+    strip = Image.open(out / "long.png")  # time left to right, one labelled row per panel, the legend below
+    assert strip.size[0] > (C + T) * 20 + 2 and strip.size[1] > 4 * 20 + 2
 
 
 def test_predict_single_file_and_evaluate(fp_run, tmp_path, capsys):

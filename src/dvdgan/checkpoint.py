@@ -111,6 +111,8 @@ def save_checkpoint(ckpt_root: str | Path, step: int, modules: dict[str, torch.n
         save_file(tensors, str(tmp / "model.safetensors"), metadata={"format": str(FORMAT), "step": str(step)})
         torch.save(train_state, tmp / "train_state.pt")
         (tmp / "meta.json").write_text(json.dumps({"format": FORMAT, "step": step, "config": config}, indent=2))
+        # safetensors creates its file 0600; give it the mode of every other file (0644 under umask 022)
+        os.chmod(tmp / "model.safetensors", (tmp / "meta.json").stat().st_mode & 0o777)
         for f in tmp.iterdir():
             _fsync_file(f)
         _fsync_dir(tmp)

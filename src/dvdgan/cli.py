@@ -14,9 +14,11 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "train": ("dvdgan.commands.train", "train a DVD-GAN (torchrun-ready)"),
     "sample": ("dvdgan.commands.sample", "sample videos, grids and interpolations from a checkpoint"),
     "predict": ("dvdgan.commands.predict", "continue real videos with a DVD-GAN-FP checkpoint"),
-    "eval": ("dvdgan.commands.eval", "FVD / FID / IS / accuracy of a checkpoint"),
+    "eval": ("dvdgan.commands.eval", "FVD / reference Frechet distance / FID / IS / accuracy of a checkpoint"),
     "stats": ("dvdgan.commands.stats", "real-data statistics for a detector"),
     "prepare": ("dvdgan.commands.prepare", "decode a video dataset once into fast shards"),
+    "export-clips": ("dvdgan.commands.export_clips", "write real clips at a model's size as MP4 (input of predict)"),
+    "demo": ("dvdgan.commands.demo", "a local web page to explore a checkpoint: classes, truncation, interpolation"),
     "bench": ("dvdgan.commands.bench", "benchmark training, sampling, discriminators and data loading"),
     "info": ("dvdgan.commands.info", "parameter counts, pixel budget and FLOPs of a preset"),
     "presets": ("dvdgan.commands.presets", "list the presets"),
@@ -25,7 +27,11 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from dvdgan import __version__
+
     parser = argparse.ArgumentParser(prog="dvdgan", description="DVD-GAN video synthesis and prediction.")
+    parser.add_argument("--version", action="version", version=f"dvdgan {__version__}",
+                        help="print the version and exit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, (module, help_) in SUBCOMMANDS.items():
         try:
@@ -44,6 +50,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        from dvdgan.commands.common import apply_common_arguments
+
+        apply_common_arguments(args)
         return int(args._run(args) or 0)
     except DvdganError as e:
         print(f"dvdgan {args.command}: error: {e}", file=sys.stderr)

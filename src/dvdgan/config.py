@@ -523,13 +523,22 @@ def get_preset(name: str) -> Config:
     return PRESETS[name]().validate()
 
 
-def load_config(preset: str | None = None, overrides: list[str] | None = None, path: str | None = None) -> Config:
-    """Resolve a config from a preset name or a saved JSON file, then apply overrides."""
+def load_config(preset: str | None = None, overrides: list[str] | None = None, path: str | None = None,
+                notice: typing.Callable[[str], None] | None = None) -> Config:
+    """Resolve a config in layers: the preset (default: shapes), then the JSON file at ``path``
+    (only the keys it holds; a run's full config.json replaces everything), then ``overrides``.
+    ``notice`` is told, in one line, which preset filled the keys a partial file leaves out."""
+    name = preset or DEFAULT_PRESET
+    cfg = get_preset(name)
     if path is not None:
         try:
             with open(path, "rb") as f:
                 text = f.read().decode("utf-8")
-            cfg = Config.from_json(text)
+            d = json.loads(text)
+            if not isinstance(d, dict):
+                raise ConfigError("expected a JSON object")
+            missing = _missing_keys(cfg.to_dict(), d)
+            cfg = Config.from_dict(_merge(cfg.to_dict(), d))
         except OSError as e:
             raise ConfigError(f"cannot read config {path}: {e.strerror}") from None
         except UnicodeDecodeError:
@@ -538,6 +547,29 @@ def load_config(preset: str | None = None, overrides: list[str] | None = None, p
             raise ConfigError(f"config {path} is not valid JSON: {e}") from None
         except ConfigError as e:
             raise ConfigError(f"config {path}: {e}") from None
-    else:
-        cfg = get_preset(preset or DEFAULT_PRESET)
+        if missing and notice is not None:
+            notice(f"{path} sets {_count_leaves(d)} keys; the other {len(missing)} come from preset {name}")
     return apply_overrides(cfg, overrides or [])
+
+
+def _merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    """``top`` layered on ``base``: nested dicts merged key by key, anything else replaced."""
+    out = dict(base)
+    for k, v in top.items():
+        out[k] = _merge(base[k], v) if isinstance(v, dict) and isinstance(base.get(k), dict) else v
+    return out
+
+
+def _missing_keys(full: dict[str, Any], partial: dict[str, Any], prefix: str = "") -> list[str]:
+    out = []
+    for k, v in full.items():
+        if isinstance(v, dict):
+            sub = partial.get(k)
+            out += _missing_keys(v, sub if isinstance(sub, dict) else {}, f"{prefix}{k}.")
+        elif k not in partial:
+            out.append(prefix + k)
+    return out
+
+
+def _count_leaves(d: dict[str, Any]) -> int:
+    return sum(_count_leaves(v) if isinstance(v, dict) else 1 for v in d.values())

@@ -332,8 +332,9 @@ def grid_rows(labels: Sequence[int] | torch.Tensor | None, n: int, by_class: boo
 
 
 def write_each(videos, labels, out_dir: str | Path, class_names: Sequence[str] | None = None, fps: float = 8.0,
-               scale: int = 1, start: int = 0) -> list[Path]:
-    """Every video as its own MP4: ``sample_<index>[_<class name>].mp4`` (index from ``start``)."""
+               scale: int | None = None, start: int = 0) -> list[Path]:
+    """Every video as its own MP4: ``sample_<index>[_<class name>].mp4`` (index from ``start``);
+    ``scale`` None = :func:`dvdgan.video_io.legible_scale`."""
     from dvdgan import video_io as vio
 
     out = Path(out_dir)
@@ -343,29 +344,32 @@ def write_each(videos, labels, out_dir: str | Path, class_names: Sequence[str] |
         if labels is not None and class_names is not None:
             name += f"_{_safe(class_names[int(labels[j])])}"
         path = out / f"{name}.mp4"
-        vio.save_mp4(path, video, fps=fps, scale=scale)
+        vio.save_mp4(path, video, fps=fps, scale=scale or vio.legible_scale(video.shape[1]))
         paths.append(path)
     return paths
 
 
 def write_samples(videos, labels, out_dir: str | Path, class_names: Sequence[str] | None = None, fps: float = 8.0,
-                  scale: int = 1, each: bool = False, by_class: bool = True, ncol: int | None = None,
-                  pad: int = 1) -> dict[str, Path]:
+                  scale: int | None = None, each: bool = False, by_class: bool = True, ncol: int | None = None,
+                  pad: int = 1, caption: str | None = None) -> dict[str, Path]:
     """Write uint8 videos [N, T, H, W, 3] (labels [N] or None) to ``out_dir``:
 
     - ``grid[_<class>].mp4`` / ``.gif``: the sample grid, one row per class when ``by_class``
-      (else rows of samples in seed order), labelled with ``class_names`` on the left;
+      (else rows of samples in seed order), labelled with ``class_names`` on the left, with
+      ``caption`` above (:func:`dvdgan.video_io.labelled_grid`);
     - ``first_frames[_<class>].png``: the grid's first frame (Figures 4, 10-14);
     - ``frames_00000[_<class>].png``: every frame of the first sample in raster order (Figure 5);
     - with ``each``, ``sample_<i>[_<class>].mp4`` per video.
 
-    ``scale``: nearest-neighbour upscaling. Returns {kind: path}.
+    ``scale``: nearest-neighbour upscaling (None = :func:`dvdgan.video_io.legible_scale`, at
+    least 128 px per video). Returns {kind: path}.
     """
     from dvdgan import video_io as vio
 
     v = videos.numpy() if isinstance(videos, torch.Tensor) else np.asarray(videos)
     if v.ndim != 5 or v.shape[-1] != 3 or len(v) == 0:
         raise DvdganError(f"expected uint8 videos [N, T, H, W, 3], got shape {list(v.shape)}")
+    scale = scale or vio.legible_scale(v.shape[2])
     n = len(v)
     ys = None if labels is None else [int(y) for y in labels]
     named = ys is not None and class_names is not None
@@ -375,9 +379,8 @@ def write_samples(videos, labels, out_dir: str | Path, class_names: Sequence[str
     out.mkdir(parents=True, exist_ok=True)
 
     rows = grid_rows(ys, n, by_class and ys is not None, ncol)
-    grid = vio.upscale(vio.make_row_grid(v, rows, pad=pad), scale)
-    if named and by_class:
-        grid = vio.add_row_labels(grid, [class_names[ys[r[0]]] for r in rows], (v.shape[2] + pad) * scale, pad * scale)
+    row_labels = [class_names[ys[r[0]]] for r in rows] if named and by_class else None
+    grid = vio.labelled_grid(v, row_labels, rows, scale=scale, pad=pad, caption=caption)
     paths = {"grid_mp4": out / f"grid{suffix}.mp4", "grid_gif": out / f"grid{suffix}.gif",
              "first_frames": out / f"first_frames{suffix}.png"}
     vio.save_mp4(paths["grid_mp4"], grid, fps=fps)
@@ -397,17 +400,23 @@ def write_samples(videos, labels, out_dir: str | Path, class_names: Sequence[str
 
 
 def write_interpolation(videos, out_dir: str | Path, name: str, caption: str | None = None, fps: float = 8.0,
-                        scale: int = 1, pad: int = 1) -> dict[str, Path]:
+                        scale: int | None = None, pad: int = 1) -> dict[str, Path]:
     """Write an interpolation uint8 [K, T, H, W, 3]: ``<name>.mp4`` / ``.gif`` (the K videos side
-    by side) and ``<name>.png`` (time on the vertical axis: rows = frames, columns = steps)."""
+    by side) and ``<name>.png`` (time on the vertical axis: rows = frames, columns = steps, with
+    axis labels: the interpolation weight above each column, the frame number left of each row)."""
     from dvdgan import video_io as vio
 
     v = videos.numpy() if isinstance(videos, torch.Tensor) else np.asarray(videos)
+    scale = scale or vio.legible_scale(v.shape[2])
+    k, t, h, w = v.shape[:4]
     out = Path(out_dir)
-    strip = vio.upscale(vio.make_grid(v, nrow=len(v), pad=pad), scale)
+    strip = vio.labelled_grid(v, rows=[list(range(k))], scale=scale, pad=pad, caption=caption)
     image = vio.upscale(vio.time_image(v, pad=pad), scale)
+    weights = [f"{x:.2g}" for x in np.linspace(0, 1, k)]
+    image = vio.add_axes(image, "interpolation step (weight of the second end) ->", "time (frame) ->",
+                         weights, [str(i) for i in range(t)], ((h + pad) * scale, (w + pad) * scale), pad * scale)
     if caption:
-        strip, image = vio.add_caption(strip, caption), vio.add_caption(image, caption)
+        image = vio.add_caption(image, caption)
     paths = {"mp4": out / f"{name}.mp4", "gif": out / f"{name}.gif", "png": out / f"{name}.png"}
     vio.save_mp4(paths["mp4"], strip, fps=fps)
     vio.save_gif(paths["gif"], strip, fps=fps)

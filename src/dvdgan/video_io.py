@@ -148,10 +148,27 @@ def time_image(videos, pad: int = 1, pad_value: int = 0) -> np.ndarray:
     return make_grid(cells, nrow=k, pad=pad, pad_value=pad_value)[0]
 
 
-def _font():
+DEFAULT_FPS = 8.0  # sample, predict, training samples and the explorer
+LEGIBLE_PX = 128  # default tile size: a 32x32 video is shown 4x, a 16x16 one 8x
+FONT_PX = 14
+
+
+def legible_scale(resolution: int, target: int = LEGIBLE_PX) -> int:
+    """The integer nearest-neighbour factor that makes a ``resolution`` video at least ``target``
+    pixels wide (1 for videos already that large): the default ``--scale`` of sample and predict."""
+    return max(1, -(-int(target) // max(1, int(resolution))))
+
+
+def _font(size: int = FONT_PX):
+    """DejaVu Sans (shipped with matplotlib) at ``size`` px; Pillow's bitmap font if it is absent."""
     from PIL import ImageFont
 
-    return ImageFont.load_default()
+    try:
+        from matplotlib import font_manager
+
+        return ImageFont.truetype(font_manager.findfont("DejaVu Sans", fallback_to_default=True), size)
+    except Exception:  # noqa: BLE001 - any font problem: the built-in bitmap font still reads
+        return ImageFont.load_default()
 
 
 def _text_size(draw, text: str, font) -> tuple[int, int]:
@@ -208,3 +225,82 @@ def add_caption(video, text: str) -> np.ndarray:
     strip = _render_strip([text], [(0, w)], 0, w, vertical=False)
     strip = np.broadcast_to(strip, v.shape[:-3] + strip.shape)
     return np.concatenate([strip, v], axis=-3)
+
+
+def add_legend(video, items: list[tuple[str, tuple[int, int, int]]], margin: int = 4) -> np.ndarray:
+    """Append a legend strip below a video [T, H, W, 3] or image [H, W, 3]: a coloured square and
+    its meaning per item, e.g. [("context", green), ("prediction", red)]."""
+    from PIL import ImageDraw
+
+    v = _np(video)
+    font = _font()
+    probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    sizes = [_text_size(probe, text, font) for text, _ in items]
+    box = max((h for _, h in sizes), default=10)
+    need = sum(box + 4 + w + 3 * margin for w, _ in sizes) + margin
+    if need > v.shape[-2]:
+        v = np.pad(v, [(0, 0)] * (v.ndim - 2) + [(0, need - v.shape[-2]), (0, 0)])
+    img = Image.new("RGB", (v.shape[-2], box + 2 * margin))
+    draw = ImageDraw.Draw(img)
+    x = margin
+    for (text, colour), (w, _) in zip(items, sizes):
+        draw.rectangle([x, margin, x + box - 1, margin + box - 1], fill=tuple(int(c) for c in colour))
+        left, top, _, _ = draw.textbbox((0, 0), text, font=font)
+        draw.text((x + box + 4 - left, margin - top), text, fill=(255, 255, 255), font=font)
+        x += box + 4 + w + 3 * margin
+    strip = np.broadcast_to(np.asarray(img), v.shape[:-3] + np.asarray(img).shape)
+    return np.concatenate([v, strip], axis=-3)
+
+
+def labelled_grid(videos, row_labels: list[str] | None = None, rows: list[list[int]] | None = None,
+                  scale: int = 1, pad: int = 1, caption: str | None = None,
+                  legend: list[tuple[str, tuple[int, int, int]]] | None = None, pad_value: int = 0) -> np.ndarray:
+    """The one layout of every grid people look at (sample, predict, training samples): uint8
+    [N, T, H, W, 3] -> [T, H', W', 3] with row r holding ``rows[r]`` (default: a near-square grid
+    in order), upscaled by ``scale``, a label left of each row, a caption above, a legend below."""
+    v = _np(videos)
+    n = len(v)
+    if rows is None:
+        ncol = int(np.ceil(np.sqrt(n)))
+        rows = [list(range(i, min(i + ncol, n))) for i in range(0, n, ncol)]
+    grid = upscale(make_row_grid(v, rows, pad=pad, pad_value=pad_value), scale)
+    if row_labels is not None:
+        if len(row_labels) != len(rows):
+            raise ValueError(f"{len(row_labels)} row labels for {len(rows)} rows")
+        grid = add_row_labels(grid, list(row_labels), (v.shape[2] + pad) * scale, pad * scale)
+    if caption:
+        grid = add_caption(grid, caption)
+    if legend:
+        grid = add_legend(grid, legend)
+    return np.ascontiguousarray(grid)
+
+
+def add_axes(image, x_label: str, y_label: str, x_ticks: list[str], y_ticks: list[str], cell: tuple[int, int],
+             pad: int = 0) -> np.ndarray:
+    """Axis labels around an image [H, W, 3] made of equal cells (``cell`` = (height, width) in
+    pixels, each after ``pad`` pixels of border): tick labels centred on every column / row, the
+    x label above, the y label written sideways on the left."""
+    from PIL import ImageDraw
+
+    v = _np(image)
+    h, w = v.shape[:2]
+    ch, cw = cell
+    top = _render_strip(x_ticks, [(pad + i * cw, pad + (i + 1) * cw) for i in range(len(x_ticks))], 0, w,
+                        vertical=False)
+    left = _render_strip(y_ticks, [(pad + i * ch, pad + (i + 1) * ch) for i in range(len(y_ticks))], h, None,
+                         vertical=True)
+    body = np.concatenate([np.zeros((top.shape[0], left.shape[1], 3), np.uint8), top], axis=1)
+    body = np.concatenate([body, np.concatenate([left, v], axis=1)], axis=0)
+    font = _font()
+    probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    tw, th = _text_size(probe, y_label, font)
+    side = Image.new("RGB", (tw + 6, th + 6))
+    ImageDraw.Draw(side).text((3, 3 - probe.textbbox((0, 0), y_label, font=font)[1]), y_label, fill=(255, 255, 255),
+                              font=font)
+    side = np.asarray(side.rotate(270, expand=True))  # reads top to bottom, as time runs
+    strip = np.zeros((body.shape[0], side.shape[1], 3), np.uint8)
+    y0 = top.shape[0] + max(0, (h - side.shape[0]) // 2)
+    hh = min(side.shape[0], strip.shape[0] - y0)
+    strip[y0:y0 + hh] = side[:hh]
+    body = np.concatenate([strip, body], axis=1)
+    return add_caption(body, x_label)

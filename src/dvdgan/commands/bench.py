@@ -9,9 +9,17 @@ loading against what a training step consumes. See :mod:`dvdgan.bench`.
 from __future__ import annotations
 
 import argparse
+import os
 
 from dvdgan.bench import DUAL_SIZES, SECTIONS, BenchOptions, format_table, run_bench, write_json
-from dvdgan.commands.common import add_config_arguments, check_device, check_output_file, output_errors
+from dvdgan.commands.common import (
+    add_common_arguments,
+    add_config_arguments,
+    check_device,
+    check_output_file,
+    output_errors,
+)
+from dvdgan.errors import DvdganError
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -20,9 +28,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--only", default=None, metavar="LIST",
                    help=f"comma-separated sections (default: all): {','.join(SECTIONS)}")
     p.add_argument("--skip", default=None, metavar="LIST", help="comma-separated sections to leave out")
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
-    p.add_argument("--threads", type=int, default=None, metavar="N",
-                   help="torch CPU threads (default: torch's choice; on a shared machine 1 is steadier)")
     p.add_argument("--repeats", type=int, default=5, metavar="N", help="timed runs per variant (median)")
     p.add_argument("--repeats-large", type=int, default=3, metavar="N",
                    help="timed runs for step64 and the CPU sampling estimate")
@@ -37,9 +42,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="D width for the dual-vs-full timing (default: paper widths on CUDA, 16 on CPU)")
     p.add_argument("--dual-sizes", default=",".join(DUAL_SIZES), metavar="LIST", help="TxHxW sizes for dual")
     p.add_argument("--data-seconds", type=float, default=5.0, metavar="S", help="timed seconds per loader")
-    p.add_argument("--data-workers", type=int, default=2, metavar="N", help="DataLoader workers")
+    add_common_arguments(p, workers=True, workers_default=2)
+    p.add_argument("--data-workers", type=int, dest="num_workers", help=argparse.SUPPRESS)  # old spelling
+    p.add_argument("--force", action="store_true", help="overwrite an existing --json file")
     p.add_argument("--data-batch", type=int, default=4, metavar="N", help="DataLoader batch size")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
 def _list(s: str | None) -> list[str]:
@@ -55,7 +61,7 @@ def options_from_args(args: argparse.Namespace) -> BenchOptions:
         repeats=args.repeats, repeats_large=args.repeats_large, warmup=args.warmup, batch=args.batch,
         large_batch=args.large_batch, matmul_size=args.matmul_size, sample_frames=args.sample_frames,
         dual_ch=args.dual_ch, dual_sizes=tuple(_list(args.dual_sizes)), data_seconds=args.data_seconds,
-        data_workers=args.data_workers, data_batch=args.data_batch, progress=not args.no_progress,
+        data_workers=args.num_workers, data_batch=args.data_batch, progress=not args.no_progress,
     )
 
 
@@ -64,6 +70,9 @@ def run(args: argparse.Namespace) -> int:
     check_device(args.device)
     if args.json:
         check_output_file(args.json, "--json file")
+        if os.path.exists(args.json) and not args.force:
+            raise DvdganError(f"--json {args.json} exists (e.g. committed results): pass --force to overwrite it, "
+                              "or name another file")
     result = run_bench(opts)
     print(format_table(result))
     if args.json:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import sys
 from pathlib import Path
 
 from dvdgan.config import PRESETS, Config, load_config
@@ -13,13 +14,73 @@ from dvdgan.errors import DataError, DvdganError
 
 def add_config_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preset", default=None, help=f"one of: {', '.join(PRESETS)} (default: shapes)")
-    p.add_argument("--config", default=None, help="a saved config.json instead of a preset")
+    p.add_argument("--config", default=None, metavar="FILE",
+                   help="a JSON config (e.g. a run's config.json) layered on the preset: preset first, then "
+                        "this file (a partial file changes only the keys it holds), then KEY=VALUE overrides")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
                    help="config overrides with dotted keys, e.g. model.g_ch=32 train.lr_d=2e-4")
 
 
 def config_from_args(args: argparse.Namespace) -> Config:
-    return load_config(args.preset, args.overrides, args.config)
+    return load_config(args.preset, args.overrides, args.config, notice=print_notice)
+
+
+def print_notice(text: str) -> None:
+    """One ``notice:`` line on stderr (what the command line says about a choice it made)."""
+    print(f"notice: {text}", file=sys.stderr)
+
+
+# --------------------------------------------------------------------------------------------
+# Flags every computing command shares, with the same names and meanings
+# --------------------------------------------------------------------------------------------
+
+
+def add_common_arguments(p: argparse.ArgumentParser, *, device: bool = True, threads: bool = True,
+                         progress: bool = True, workers: bool = False, device_default: str | None = "auto",
+                         workers_default: int | None = None) -> None:
+    """``--device`` (auto: cuda when available, else cpu), ``--threads N``, ``--no-progress`` and
+    ``--num-workers N``: one spelling and one meaning on every subcommand (applied by
+    :func:`apply_common_arguments`, which dvdgan.cli calls before the command runs)."""
+    if device:
+        shown = "the config's train.device (default auto)" if device_default is None else device_default
+        p.add_argument("--device", default=device_default,
+                       help=f"auto (cuda when available, else cpu), cpu, cuda, cuda:N or mps (default: {shown})")
+    if threads:
+        p.add_argument("--threads", type=int, default=None, metavar="N",
+                       help="torch CPU threads (default: torch's choice; 1 is steadier on a shared machine)")
+    if progress:
+        p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    if workers:
+        shown = "the config's data.num_workers" if workers_default is None else str(workers_default)
+        p.add_argument("--num-workers", type=int, default=workers_default, metavar="N",
+                       help=f"data loading / decoding processes (default: {shown}; 0 = in this process)")
+
+
+def resolve_device_name(name: str | None) -> str | None:
+    """``auto`` -> ``cuda`` when torch sees a GPU, else ``cpu``; anything else unchanged."""
+    if name != "auto":
+        return name
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def apply_common_arguments(args: argparse.Namespace) -> None:
+    """Check and apply the shared flags (one error line on bad values): threads are set, an
+    ``auto`` device becomes the concrete one (bench resolves its own)."""
+    threads = getattr(args, "threads", None)
+    if threads is not None:
+        if threads < 1:
+            raise DvdganError(f"--threads must be >= 1, got {threads}")
+        import torch
+
+        torch.set_num_threads(threads)
+    workers = getattr(args, "num_workers", None)
+    if workers is not None and workers < 0:
+        raise DvdganError(f"--num-workers must be >= 0, got {workers}")
+    if getattr(args, "device", None) is not None and getattr(args, "command", None) not in ("bench", "train"):
+        check_device(args.device)
+        args.device = resolve_device_name(args.device)
 
 
 def data_overrides(cfg: Config, data: str | None, dataset: str | None) -> list[str]:

@@ -1,4 +1,4 @@
-"""``dvdgan eval``: FVD / FID / IS / C3D IS / accuracy of a checkpoint, optionally along a
+"""``dvdgan eval``: FVD / reference Frechet distance / FID / IS / C3D IS / accuracy of a checkpoint, optionally along a
 truncation curve.
 
     dvdgan eval --checkpoint runs/shapes --detector reference              # built-in data, no files
@@ -17,14 +17,22 @@ from __future__ import annotations
 import argparse
 import os
 
-from dvdgan.commands.common import check_device, check_output_dir, checked_checkpoint, output_errors
+from dvdgan.commands.common import (
+    add_common_arguments,
+    check_device,
+    check_output_dir,
+    checked_checkpoint,
+    output_errors,
+)
 from dvdgan.errors import DvdganError
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", required=True, help="checkpoint directory / model.safetensors / run dir")
     p.add_argument("--metrics", default=None,
-                   help="comma-separated: fvd, fid, is, isc3d, accuracy (default: all the detectors allow); "
+                   help="comma-separated: fvd, ref_fd (reference Frechet distance; fvd asked of the reference "
+                        "classifier is reported as ref_fd), fid, is, isc3d, accuracy (default: all the detectors "
+                        "allow); "
                         "'none' for none (e.g. with --memorisation)")
     p.add_argument("--detector", action="append", default=None,
                    help="'reference' (default: the reference classifier of the checkpoint's dataset, trained "
@@ -40,7 +48,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="real videos for on-the-fly statistics (default --n)")
     p.add_argument("--truncation", default="1.0",
                    help="comma-separated std of z, e.g. 0.2,0.4,0.6,0.8,1.0 (several: CSV + PNG curve)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of z and the classes (default 0)")
     p.add_argument("--out", default=None, help="output directory (default: <checkpoint dir>/eval)")
     p.add_argument("--batch-size", type=int, default=16, help="generator batch size")
     p.add_argument("--chunk-size", type=int, default=64, help="videos generated per call (memory)")
@@ -50,11 +58,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--frechet-method", choices=("svd", "sqrtm"), default="svd",
                    help="svd = TF FVD reference (default), sqrtm = pytorch-fid / clean-fid")
     p.add_argument("--c3d-mean", default=None, help="C3D mean clip mean2.npz (default: beside the C3D npz)")
-    p.add_argument("--i3d-resize", choices=("tf", "torch"), default="tf")
+    p.add_argument("--i3d-resize", choices=("tf", "torch"), default="tf",
+                   help="frame resize to 224 for I3D: TF1 resize_bilinear as the FVD reference (default) or torch")
     p.add_argument("--raw", action="store_true", help="evaluate the raw generator instead of its EMA")
-    p.add_argument("--device", default="cpu")
     p.add_argument("--cache-dir", default=None, help="where the reference classifier is cached")
-    p.add_argument("--no-progress", action="store_true")
+    add_common_arguments(p)
     p.add_argument("--memorisation", type=int, default=0, metavar="N",
                    help="memorisation check (paper C.1): N samples' nearest training clips in the reference "
                         "classifier's feature space, against held-out real clips' (or, without a held-out split, "
@@ -80,7 +88,7 @@ def default_metrics(detectors) -> list[str]:
         elif d.kind == "c3d":
             out += ["isc3d"]
         elif d.kind == "reference":
-            out += ["fvd", "is", "accuracy"]
+            out += ["ref_fd", "is", "accuracy"]
     return list(dict.fromkeys(out))
 
 
@@ -156,7 +164,7 @@ def run(args: argparse.Namespace) -> int:
         metrics = [m.strip() for m in args.metrics.split(",")] if args.metrics else default_metrics(detectors)
         real_stats = [load_real_stats(p) for p in args.stats] if args.stats else None
         real_dataset = None
-        if any(m in ("fvd", "fid") for m in metrics) and real_stats is None:
+        if any(m in ("fvd", "ref_fd", "fid") for m in metrics) and real_stats is None:
             if data_cfg.dataset != "shapes" and not data_cfg.path:
                 raise DvdganError("fvd/fid need real statistics: pass --stats STATS.npz or --data PATH")
             from dvdgan.data import build_dataset
@@ -168,6 +176,8 @@ def run(args: argparse.Namespace) -> int:
             n=args.n, truncations=_floats(args.truncation), seed=args.seed, chunk_size=args.chunk_size,
             is_splits=args.is_splits, is_runs=args.is_runs, frechet_method=args.frechet_method,
             real_n=args.n_real, out_dir=None, progress=progress,
+            real_description=f"{data_cfg.dataset}:{data_cfg.path or ''} split={args.split} frames={frames} "
+                             f"resolution={resolution} seed={args.seed}",
         )
         result["checkpoint"] = os.path.abspath(args.checkpoint)
         result["ema"] = not args.raw

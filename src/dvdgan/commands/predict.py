@@ -32,30 +32,42 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dvdgan.commands.common import check_device, check_output_dir, checked_checkpoint, output_errors
+from dvdgan.commands.common import (
+    add_common_arguments,
+    check_device,
+    check_output_dir,
+    checked_checkpoint,
+    output_errors,
+)
 from dvdgan.errors import DvdganError
+from dvdgan.video_io import DEFAULT_FPS, LEGIBLE_PX
 
 FORMATS = ("mp4", "gif", "png")
 CONTEXT_COLOUR = (40, 200, 40)  # green: real conditioning frame
 PREDICTED_COLOUR = (230, 40, 40)  # red: generated frame
 TRUTH_COLOUR = (40, 90, 230)  # blue: real continuation
+LEGEND = [("real context", CONTEXT_COLOUR), ("prediction", PREDICTED_COLOUR), ("ground truth", TRUTH_COLOUR)]
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", required=True, help="checkpoint directory / model.safetensors / run dir")
-    p.add_argument("--input", default=None, help="a video file, or a folder searched recursively for videos")
+    p.add_argument("--input", default=None,
+                   help="a video file, or a folder searched recursively for videos (real test clips at the "
+                        "model's size: dvdgan export-clips --data PATH --out clips/)")
     p.add_argument("--context", type=int, default=None,
                    help="number of conditioning frames C; must equal the model's (default: the model's)")
     p.add_argument("--out", default=None, help="output directory (required with --input)")
     p.add_argument("--n", type=int, default=None,
                    help="continuations per input (default 4); with --evaluate: test clips (default 256)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of z (default 0)")
     p.add_argument("--truncation", type=float, default=1.0, help="standard deviation of z in [0, 1] (default 1)")
     p.add_argument("--frame-stride", type=int, default=None,
                    help="frame stride of the input clips (default: the checkpoint's data.frame_stride)")
     p.add_argument("--format", default="mp4,gif", help="comma-separated: mp4, gif, png (default mp4,gif)")
-    p.add_argument("--fps", type=float, default=4.0)
-    p.add_argument("--scale", type=int, default=2, help="nearest-neighbour upscaling of the output (default 2)")
+    p.add_argument("--fps", type=float, default=DEFAULT_FPS,
+                   help=f"frames per second of the videos (default {DEFAULT_FPS:g}, as sample)")
+    p.add_argument("--scale", type=int, default=None,
+                   help=f"nearest-neighbour upscaling (default: enough for {LEGIBLE_PX} px per video, as sample)")
     p.add_argument("--raw", action="store_true", help="the trained generator instead of its EMA")
     p.add_argument("--batch-size", type=int, default=16, help="videos per generator call (memory)")
     p.add_argument("--evaluate", action="store_true",
@@ -67,9 +79,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", default=None, help="with --evaluate: dataset path (default: the checkpoint's)")
     p.add_argument("--dataset", default=None, help="with --evaluate: dataset kind (default: the checkpoint's)")
     p.add_argument("--split", default="test", help="with --evaluate: split (default test)")
-    p.add_argument("--device", default="cpu")
     p.add_argument("--cache-dir", default=None, help="where the reference classifier is cached")
-    p.add_argument("--no-progress", action="store_true")
+    add_common_arguments(p)
 
 
 def _formats(spec: str) -> list[str]:
@@ -82,13 +93,14 @@ def _formats(spec: str) -> list[str]:
 
 def _check_args(args: argparse.Namespace) -> list[str]:
     if args.input is None and not args.evaluate:
-        raise DvdganError("nothing to do: pass --input VIDEO_OR_DIR (and --out DIR) or --evaluate")
+        raise DvdganError("nothing to do: pass --input VIDEO_OR_DIR (and --out DIR; real clips come from "
+                          "`dvdgan export-clips`) or --evaluate")
     if args.input is not None and args.out is None:
         raise DvdganError("--input needs --out DIR")
     if args.n is not None and args.n < 1:
         raise DvdganError(f"--n must be >= 1, got {args.n}")
     for name, value in (("--scale", args.scale), ("--batch-size", args.batch_size)):
-        if value < 1:
+        if value is not None and value < 1:
             raise DvdganError(f"{name} must be >= 1, got {value}")
     if args.frame_stride is not None and args.frame_stride < 1:
         raise DvdganError(f"--frame-stride must be >= 1, got {args.frame_stride}")
@@ -154,25 +166,42 @@ def panels(context: np.ndarray, predictions: np.ndarray, truth: np.ndarray | Non
     return np.stack(out)
 
 
-def film_strip(video_panels: np.ndarray, pad: int = 2) -> np.ndarray:
-    """[P, T, H, W, 3] -> one image [P*(H+pad)+pad, T*(W+pad)+pad, 3]: time left to right."""
-    from dvdgan.video_io import make_grid
+def film_strip(video_panels: np.ndarray, pad: int = 2, row_labels: list[str] | None = None, scale: int = 1,
+               legend: bool = False) -> np.ndarray:
+    """[P, T, H, W, 3] -> one image: time left to right, one row per panel (labelled with
+    ``row_labels``), upscaled by ``scale``, with the border-colour legend below when ``legend``."""
+    from dvdgan.video_io import labelled_grid
 
     p, t = video_panels.shape[:2]
     frames = np.ascontiguousarray(video_panels.reshape(p * t, 1, *video_panels.shape[2:]))
-    return make_grid(frames, nrow=t, pad=pad, pad_value=255)[0]
+    rows = [list(range(i * t, (i + 1) * t)) for i in range(p)]
+    return labelled_grid(frames, row_labels, rows, scale=scale, pad=pad, pad_value=255,
+                         legend=LEGEND if legend else None)[0]
 
 
-def write_panels(stem: Path, video_panels: np.ndarray, formats: list[str], fps: float, scale: int) -> None:
-    from dvdgan.video_io import make_grid, save_gif, save_mp4, save_png
+def panel_labels(n_predictions: int, truth: bool) -> list[str]:
+    return (["ground truth"] if truth else []) + [f"prediction {i + 1}" for i in range(n_predictions)]
 
-    grid = make_grid(video_panels, nrow=len(video_panels), pad=2, pad_value=255)
+
+def write_panels(stem: Path, video_panels: np.ndarray, formats: list[str], fps: float, scale: int | None,
+                 truth: bool = False) -> None:
+    """``<stem>.mp4`` / ``.gif``: the panels side by side (ground truth first, when there is one)
+    under a caption saying so, with the legend of the border colours below; ``<stem>.png``: a
+    film strip, one labelled row per panel."""
+    from dvdgan.video_io import labelled_grid, legible_scale, save_gif, save_mp4, save_png
+
+    scale = scale or legible_scale(video_panels.shape[2])
+    n = len(video_panels) - truth
+    caption = ("ground truth, then " if truth else "") + f"{n} prediction{'s' if n != 1 else ''}"
+    grid = labelled_grid(video_panels, rows=[list(range(len(video_panels)))], scale=scale, pad=2, pad_value=255,
+                         caption=caption, legend=LEGEND)
     if "mp4" in formats:
-        save_mp4(stem.with_suffix(".mp4"), grid, fps=fps, scale=scale)
+        save_mp4(stem.with_suffix(".mp4"), grid, fps=fps)
     if "gif" in formats:
-        save_gif(stem.with_suffix(".gif"), grid, fps=fps, scale=scale)
+        save_gif(stem.with_suffix(".gif"), grid, fps=fps)
     if "png" in formats:
-        save_png(stem.with_suffix(".png"), film_strip(video_panels), scale=scale)
+        save_png(stem.with_suffix(".png"), film_strip(video_panels, row_labels=panel_labels(n, truth), scale=scale,
+                                                       legend=True))
 
 
 def _output_stems(inputs: list[Path], root: Path | None) -> list[str]:
@@ -215,7 +244,7 @@ def predict_inputs(args: argparse.Namespace, generator, cfg, formats: list[str])
         preds = predict_continuations(generator, context.unsqueeze(0).expand(n, -1, -1, -1, -1), z,
                                       args.batch_size)
         video_panels = panels(context.numpy(), preds.numpy(), None if truth is None else truth.numpy())
-        write_panels(out / stem, video_panels, formats, args.fps, args.scale)
+        write_panels(out / stem, video_panels, formats, args.fps, args.scale, truth=truth is not None)
         written += 1
         with_truth += truth is not None
     bar.close()
@@ -270,11 +299,14 @@ def evaluate(args: argparse.Namespace, generator, cfg) -> int:
         rows = [panels(v[:c].numpy(), p[None, c:].numpy(), v[c:].numpy()) for v, p in zip(videos[:k], preds[:k])]
         pairs = np.concatenate(rows)  # [2k, ...]: truth, prediction, truth, prediction, ...
         grid_panels = np.concatenate([pairs[0::2], pairs[1::2]])  # real row, then predicted row
-        from dvdgan.video_io import make_grid, save_gif, save_png
+        from dvdgan.video_io import labelled_grid, legible_scale, save_gif, save_png
 
-        save_gif(out / "eval_samples.gif", make_grid(grid_panels, nrow=k, pad=2, pad_value=255), fps=args.fps,
-                 scale=args.scale)
-        save_png(out / "eval_samples.png", film_strip(pairs), scale=args.scale)
+        scale = args.scale or legible_scale(m.resolution)
+        grid = labelled_grid(grid_panels, ["ground truth", "prediction"], [list(range(k)), list(range(k, 2 * k))],
+                             scale=scale, pad=2, pad_value=255, legend=LEGEND)
+        save_gif(out / "eval_samples.gif", grid, fps=args.fps)
+        save_png(out / "eval_samples.png", film_strip(pairs, row_labels=["ground truth", "prediction"] * k,
+                                                      scale=scale, legend=True))
         print(f"results in {out}")
     return 0
 

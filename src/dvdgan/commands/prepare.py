@@ -2,7 +2,7 @@
 
 Example::
 
-    dvdgan prepare --dataset ucf101 --src data/UCF-101 --out data/ucf101-128 --resolution 128 --workers 8
+    dvdgan prepare --dataset ucf101 --src data/UCF-101 --out data/ucf101-128 --resolution 128 --num-workers 8
 
 Then train with ``data.path=data/ucf101-128`` (dataset ucf101 or prepared). Resumable: run the
 same command again after an interruption. See :mod:`dvdgan.data.prepared` for the format.
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import argparse
 
-from dvdgan.commands.common import check_output_dir, output_errors
+from dvdgan.commands.common import add_common_arguments, check_output_dir, output_errors
 from dvdgan.data.prepare import DEFAULT_SHARD_SIZE, SOURCE_DATASETS, prepare
 
 
@@ -22,9 +22,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, metavar="PATH", help="output folder (created; resumed if present)")
     p.add_argument("--resolution", required=True, type=int, metavar="R", help="shortest side after resizing")
     p.add_argument("--split", default="all", help="train, test, val (Kinetics) or all (default)")
-    p.add_argument(
-        "--workers", type=int, default=0, metavar="N", help="decoding processes (default 0: inline)"
-    )
     p.add_argument(
         "--csv",
         default=None,
@@ -56,7 +53,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--min-frames", type=int, default=1, metavar="N", help="skip videos with fewer stored frames than N"
     )
     p.add_argument("--shard-size", type=int, default=DEFAULT_SHARD_SIZE, metavar="N", help="videos per shard")
-    p.add_argument("--quiet", action="store_true", help="no progress bar or summary")
+    add_common_arguments(p, device=False, workers=True, workers_default=0)
+    # the old spellings, kept working but not shown
+    p.add_argument("--workers", type=int, dest="num_workers", help=argparse.SUPPRESS)
+    p.add_argument("--quiet", action="store_true", dest="no_progress", help=argparse.SUPPRESS)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -80,7 +80,7 @@ def _prepare(args: argparse.Namespace) -> int:
         max_frames=args.max_frames,
         min_frames=args.min_frames,
         shard_size=args.shard_size,
-        workers=args.workers,
-        progress=not args.quiet,
+        workers=args.num_workers,
+        progress=not args.no_progress,
     )
     return 0

@@ -1,12 +1,13 @@
 """``dvdgan sample``: videos, grids and interpolations from a checkpoint (4.1.1, appendix E).
 
-    dvdgan sample --checkpoint runs/shapes --out samples                       # 16 videos, random classes
+    dvdgan sample --checkpoint runs/shapes --out samples                       # 3 videos of each of 6 classes
     dvdgan sample --checkpoint runs/shapes --out s --classes square-rightward 3 --n 16 --truncation 0.6
     dvdgan sample --checkpoint runs/k600 --out s --n 1000 --each --batch-size 32  # every sample as MP4
     dvdgan sample --checkpoint runs/shapes --out s --interpolate latent --classes cross-rightward --steps 8
     dvdgan sample --checkpoint runs/shapes --out s --interpolate class --classes 0 5 --steps 8
 
-Writes grid.mp4 / grid.gif (rows = classes with --classes, else rows of samples in seed order),
+Writes grid.mp4 / grid.gif (one row per class, labelled with its name; a caption with the
+truncation and seed; scaled to at least 128 px per video),
 first_frames.png (Figures 4, 10-14), frames_00000_<class>.png (all frames of the first sample,
 Figure 5); with --interpolate, <kind>.mp4 / .gif (the steps side by side) and <kind>.png (time
 on the vertical axis, Figures 15-16).
@@ -18,8 +19,17 @@ import argparse
 import math
 from pathlib import Path
 
-from dvdgan.commands.common import check_device, check_output_dir, checked_checkpoint, output_errors
+from dvdgan.commands.common import (
+    add_common_arguments,
+    check_device,
+    check_output_dir,
+    checked_checkpoint,
+    output_errors,
+)
 from dvdgan.errors import DvdganError
+from dvdgan.video_io import DEFAULT_FPS, LEGIBLE_PX
+
+MAX_ROWS = 16  # without --classes, a model with at most this many classes gets one grid row per class
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -27,14 +37,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--classes", nargs="+", default=None, metavar="CLASS",
                    help="class ids or names (comma- or space-separated), cycled over the samples; "
-                        "default: drawn at random")
-    p.add_argument("--n", type=int, default=16, help="number of videos (default 16)")
+                        f"default: every class in turn (one grid row each) when the model has at most "
+                        f"{MAX_ROWS}, else drawn at random")
+    p.add_argument("--n", type=int, default=None,
+                   help="number of videos (default 16, rounded up to fill every class's row)")
     p.add_argument("--truncation", type=float, default=1.0,
                    help="standard deviation of z in [0, 1] (default 1 = no truncation); with "
                         "--truncation-mode resample the threshold beyond which z is redrawn")
     p.add_argument("--truncation-mode", choices=("scale", "resample"), default="scale",
                    help="scale: z ~ N(0, S^2) (the paper's truncation curve); resample: BigGAN's trick")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of z and of random classes (default 0)")
     p.add_argument("--raw", action="store_true", help="the trained generator instead of its EMA")
     p.add_argument("--batch-size", type=int, default=16, help="videos per generator call (memory)")
     p.add_argument("--grid-max", type=int, default=256,
@@ -43,10 +55,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--interpolate", choices=("latent", "class"), default=None,
                    help="latent: two z, one class (Figure 15); class: one z, two classes (Figure 16)")
     p.add_argument("--steps", type=int, default=8, help="interpolation steps, both ends included (default 8)")
-    p.add_argument("--scale", type=int, default=1, help="nearest-neighbour upscaling factor for tiny videos")
-    p.add_argument("--fps", type=float, default=8.0)
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--scale", type=int, default=None,
+                   help=f"nearest-neighbour upscaling (default: enough for {LEGIBLE_PX} px per video, e.g. 4 at 32x32)")
+    p.add_argument("--fps", type=float, default=DEFAULT_FPS, help=f"frames per second of the videos (default "
+                   f"{DEFAULT_FPS:g})")
+    add_common_arguments(p)
 
 
 def _check_args(args: argparse.Namespace) -> None:
@@ -55,9 +68,12 @@ def _check_args(args: argparse.Namespace) -> None:
         raise DvdganError(f"--truncation is the standard deviation of z and must be in [0, 1], got {s}")
     if args.truncation_mode == "resample" and not (s > 0 and math.isfinite(s)):
         raise DvdganError(f"--truncation-mode resample needs a threshold > 0, got {s}")
+    if args.interpolate and args.n is not None:
+        raise DvdganError(f"--n does not apply to --interpolate {args.interpolate} (one video per step): "
+                          "use --steps")
     for name, value, low in (("--n", args.n, 1), ("--batch-size", args.batch_size, 1), ("--steps", args.steps, 2),
                              ("--scale", args.scale, 1), ("--grid-max", args.grid_max, 1)):
-        if value < low:
+        if value is not None and value < low:
             raise DvdganError(f"{name} must be >= {low}, got {value}")
     if not (args.fps > 0 and math.isfinite(args.fps)):
         raise DvdganError(f"--fps must be > 0, got {args.fps}")
@@ -106,9 +122,14 @@ def _sample(args: argparse.Namespace) -> int:
             videos, out, f"interpolate_class_{sampling._safe(names[a])}_to_{sampling._safe(names[b])}",
             f"class interpolation, {names[a]} -> {names[b]}", fps=args.fps, scale=args.scale)
     else:
+        n = args.n or 16
+        if classes is None and 1 < num_classes <= MAX_ROWS:  # one labelled row per class
+            classes = list(range(num_classes))
+            if args.n is None:
+                n = num_classes * math.ceil(16 / num_classes)
         kept, kept_labels, each_paths = [], [], []
         done = 0
-        for videos, labels in sampling.iter_samples(generator, cfg, classes, args.n, progress=not args.no_progress,
+        for videos, labels in sampling.iter_samples(generator, cfg, classes, n, progress=not args.no_progress,
                                                     **common):
             if args.each:
                 each_paths += sampling.write_each(videos, labels, out, names, args.fps, args.scale, start=done)
@@ -117,8 +138,10 @@ def _sample(args: argparse.Namespace) -> int:
                 kept.append(videos[:room])
                 kept_labels.append(labels[:room])
             done += len(videos)
+        caption = (f"{cfg.name}, {'raw' if args.raw else 'EMA'} G, truncation {args.truncation:g}, "
+                   f"seed {args.seed}")
         paths = sampling.write_samples(torch.cat(kept), torch.cat(kept_labels), out, names, fps=args.fps,
-                                       scale=args.scale, by_class=classes is not None)
+                                       scale=args.scale, by_class=num_classes > 1, caption=caption)
         if each_paths:
             print(f"{len(each_paths)} sample videos in {out}")
     for path in paths.values():

@@ -8,7 +8,14 @@ from __future__ import annotations
 
 import argparse
 
-from dvdgan.commands.common import add_config_arguments, check_device, check_output_file, data_overrides
+from dvdgan.commands.common import (
+    add_common_arguments,
+    add_config_arguments,
+    check_device,
+    check_output_file,
+    data_overrides,
+    print_notice,
+)
 from dvdgan.config import Config, apply_overrides, load_config
 from dvdgan.errors import DvdganError
 
@@ -32,17 +39,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--frames", type=int, default=None, help="frames per clip (default: the preset's)")
     p.add_argument("--resolution", type=int, default=None, help="frame size (default: the preset's)")
     p.add_argument("--n", type=int, default=None, help="number of real videos (default: the whole split)")
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--num-workers", type=int, default=None, help="data loader workers (default: config)")
+    p.add_argument("--batch-size", type=int, default=16, help="videos per detector call (default 16)")
     p.add_argument("--checkpoint-every", type=int, default=20, help="batches between resumable saves")
     p.add_argument("--seed", type=int, default=0, help="dataset seed (random crops / clip offsets)")
-    p.add_argument("--device", default="cpu")
     p.add_argument("--cache-dir", default=None, help="where the reference classifier is cached")
-    p.add_argument("--no-progress", action="store_true")
+    add_common_arguments(p, workers=True)
 
 
 def resolve_data_config(args: argparse.Namespace) -> Config:
-    cfg = load_config(args.preset, [], args.config)
+    cfg = load_config(args.preset, [], args.config, notice=print_notice)
     return apply_overrides(cfg, list(args.overrides) + data_overrides(cfg, args.data, args.dataset))
 
 

@@ -11,7 +11,15 @@ import os
 import sys
 from pathlib import Path
 
-from dvdgan.commands.common import add_config_arguments, check_data, check_device, check_output_dir, data_overrides
+from dvdgan.commands.common import (
+    add_common_arguments,
+    add_config_arguments,
+    check_data,
+    check_device,
+    check_output_dir,
+    data_overrides,
+    print_notice,
+)
 from dvdgan.config import Config, apply_overrides, load_config
 from dvdgan.errors import DvdganError
 from dvdgan.rundir import RunDirLock, discard_failed_start, prepare_run_dir
@@ -26,7 +34,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
     p.add_argument("--overwrite", action="store_true",
                    help="--out holds a run: delete its files (checkpoints, config, logs, samples) and start anew")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_common_arguments(p, workers=True, device_default=None)
 
 
 def resolve_train_config(args: argparse.Namespace) -> Config:
@@ -36,7 +44,7 @@ def resolve_train_config(args: argparse.Namespace) -> Config:
         if saved.exists():  # resume with the run's own config
             cfg = load_config(path=str(saved), overrides=[])
             return _with_cli(cfg, args, overrides)
-    cfg = load_config(args.preset, [], args.config)
+    cfg = load_config(args.preset, [], args.config, notice=print_notice)
     return _with_cli(cfg, args, overrides)
 
 
@@ -44,6 +52,10 @@ def _with_cli(cfg: Config, args: argparse.Namespace, overrides: list[str]) -> Co
     overrides = overrides + data_overrides(cfg, args.data, args.dataset)
     if args.max_steps is not None:
         overrides.append(f"train.max_steps={args.max_steps}")
+    if args.device is not None:
+        overrides.append(f"train.device={args.device}")
+    if args.num_workers is not None:
+        overrides.append(f"data.num_workers={args.num_workers}")
     return apply_overrides(cfg, overrides)
 
 

@@ -4,8 +4,10 @@ Metrics and the detector each one uses:
 
 =========  ========================================================================================
 fvd        Frechet distance of the detector's "fvd" embedding: I3D logits averaged over time
-           (Unterthiner et al.); with the reference classifier, its features (reported under
-           "fvd" with the detector named in the output -- not comparable with I3D FVD)
+           (Unterthiner et al.)
+ref_fd     reference Frechet distance: the same, in the reference classifier's feature space
+           (``fvd`` asked of the reference classifier is reported under this name: it is not
+           comparable with I3D FVD)
 fid        Frechet distance of the I3D 1024-d avgpool features (the paper's Kinetics-600 FID)
 is         Inception Score of I3D logits (the paper's Kinetics-600 IS; needs the 600-class I3D
            for comparable numbers), or of the reference classifier's logits
@@ -44,12 +46,16 @@ from dvdgan.metrics.stats import RealStats, compute_real_stats
 
 __all__ = ["METRICS", "evaluate_generator", "route_metrics", "format_table", "write_results"]
 
-METRICS = ("fvd", "fid", "is", "isc3d", "accuracy")
+METRICS = ("fvd", "ref_fd", "fid", "is", "isc3d", "accuracy")
+FRECHET = ("fvd", "ref_fd", "fid")
+LABELS = {"fvd": "FVD", "ref_fd": "reference Frechet distance", "fid": "FID", "is": "IS", "isc3d": "IS (C3D)",
+          "accuracy": "accuracy"}
 GenerateFn = Callable[[int, float, int], tuple[torch.Tensor, torch.Tensor]]
 
 # metric -> detector kinds that can compute it, in order of preference
 _KINDS = {
     "fvd": ("i3d", "reference", "custom"),
+    "ref_fd": ("reference",),
     "fid": ("i3d", "custom"),
     "is": ("i3d", "reference", "custom"),
     "isc3d": ("c3d",),
@@ -57,6 +63,7 @@ _KINDS = {
 }
 _NEEDS = {
     "fvd": "an I3D weight file or the reference classifier",
+    "ref_fd": "the reference classifier (--detector reference)",
     "fid": "an InceptionI3d state dict (avgpool features)",
     "is": "an I3D weight file or the reference classifier",
     "isc3d": "the UCF-101 C3D (conv3d_deepnetA_ucf.npz + mean2.npz, or c3d_ucf101.pt)",
@@ -85,7 +92,7 @@ def route_metrics(metrics: Sequence[str], detectors: Sequence[Detector]) -> dict
 
 
 def _frechet_output(metric: str, det: Detector) -> str:
-    return det.frechet_output if metric == "fvd" else "features"
+    return det.frechet_output if metric in ("fvd", "ref_fd") else "features"
 
 
 def _find_stats(det: Detector, real_stats) -> RealStats | None:
@@ -117,12 +124,14 @@ def evaluate_generator(
     real_n: int | None = None,
     out_dir: str | None = None,
     progress: bool = True,
+    real_description: str = "",
 ) -> dict:
     """Compute ``metrics`` for ``n`` generated videos at each truncation (default [1.0]).
 
     Real statistics for fvd / fid come from ``real_stats`` (matched to the detector by identity;
     a mismatch is an error) or are computed from ``real_dataset`` (first ``real_n`` or ``n``
-    videos). Returns ``{"rows": [{"truncation", "fvd", "fid", "is", "is_std", ...}], "detectors",
+    videos; ``real_description`` names that data in ``real.dataset``). Returns
+    ``{"rows": [{"truncation", "fvd", "fid", "is", "is_std", ...}], "detectors",
     "real", ...}``; with ``out_dir``, writes metrics.json and metrics.txt, and with several
     truncations also truncation_curve.csv and truncation_curve.png.
     """
@@ -131,6 +140,9 @@ def evaluate_generator(
         raise DvdganError("no metric requested")
     detectors = [detector] if isinstance(detector, Detector) else list(detector)
     routed = route_metrics(metrics, detectors)
+    if "fvd" in routed and routed["fvd"].kind == "reference":  # not I3D FVD: say so in its name
+        routed = {"ref_fd": routed["fvd"], **{m: d for m, d in routed.items() if m != "fvd"}}
+        metrics = list(dict.fromkeys("ref_fd" if m == "fvd" else m for m in metrics))
     truncations = [1.0] if not truncations else [float(t) for t in truncations]
     if n < 2:
         raise DvdganError("evaluation needs at least 2 generated videos")
@@ -139,7 +151,7 @@ def evaluate_generator(
 
     # real statistics of every detector used for a Frechet distance
     real: dict[str, RealStats] = {}
-    for m in ("fvd", "fid"):
+    for m in FRECHET:
         if m not in routed:
             continue
         det = routed[m]
@@ -152,21 +164,22 @@ def evaluate_generator(
         if s is None:
             if real_dataset is None:
                 raise DvdganError(f"{m} needs real statistics: pass --stats STATS.npz or --data PATH")
-            s = compute_real_stats(real_dataset, det, n=real_n or n, progress=progress)
+            s = compute_real_stats(real_dataset, det, n=real_n or n, progress=progress,
+                                   description=real_description or type(real_dataset).__name__)
         real[det.identity] = s
-    for m in ("fvd", "fid"):
+    for m in FRECHET:
         if m in routed:
             real[routed[m].identity].frechet(_frechet_output(m, routed[m]))  # raises if absent
 
     # outputs needed from each detector
     wants: dict[int, set[str]] = {}
     for m, det in routed.items():
-        need = _frechet_output(m, det) if m in ("fvd", "fid") else "logits"
+        need = _frechet_output(m, det) if m in FRECHET else "logits"
         wants.setdefault(id(det), set()).add(need)
     used = {id(d): d for d in routed.values()}
     is_dets = {id(routed[m]) for m in ("is", "isc3d") if m in routed}
 
-    frechet_keys = {(id(d), _frechet_output(m, d)) for m, d in routed.items() if m in ("fvd", "fid")}
+    frechet_keys = {(id(d), _frechet_output(m, d)) for m, d in routed.items() if m in FRECHET}
 
     rows = []
     for t in truncations:
@@ -187,7 +200,7 @@ def evaluate_generator(
         row: dict[str, float] = {"truncation": t}
         for m in metrics:
             det = routed[m]
-            if m in ("fvd", "fid"):
+            if m in FRECHET:
                 out = _frechet_output(m, det)
                 mu_g, sigma_g = accs[(id(det), out)].statistics(ddof=1)
                 mu_r, sigma_r = real[det.identity].frechet(out)
@@ -214,7 +227,7 @@ def evaluate_generator(
         "is_protocol": f"{is_runs} runs x {n} samples, 1 split each" if is_runs > 1
         else f"{min(is_splits, n)} splits of {n} samples",
         "detectors": {m: {"name": d.name, "identity": d.identity,
-                          "embedding": _frechet_output(m, d) if m in ("fvd", "fid") else "logits"}
+                          "embedding": _frechet_output(m, d) if m in FRECHET else "logits"}
                       for m, d in routed.items()},
         "real": {
             s.detector: {"n": s.n, "dataset": s.dataset, "is": _nan_to_none(s.is_mean),
@@ -295,8 +308,9 @@ def format_table(result: dict) -> str:
     lines.append("")
     for m, d in result["detectors"].items():
         lines.append(f"{m}: {d['name']} [{d['embedding']}] ({d['identity']})")
+    is_part = f" IS: {result['is_protocol']}" if any(m in ("is", "isc3d") for m in result["metrics"]) else ""
     lines.append(f"n={result['n']} seed={result['seed']} frechet={result['frechet_method']} "
-                 f"covariance={result['covariance']} IS: {result['is_protocol']}")
+                 f"covariance={result['covariance']}{is_part}")
     return "\n".join(lines)
 
 
@@ -331,7 +345,7 @@ def plot_truncation_curve(result: dict, path: str) -> None:
 
     rows = result["rows"]
     x = [r["truncation"] for r in rows]
-    left = next((m for m in ("fid", "fvd") if m in result["metrics"]), None)
+    left = next((m for m in ("fid", "fvd", "ref_fd") if m in result["metrics"]), None)
     right = next((m for m in ("is", "isc3d", "accuracy") if m in result["metrics"]), None)
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
     for ax, m in zip(axes, (left, right)):
@@ -343,7 +357,7 @@ def plot_truncation_curve(result: dict, path: str) -> None:
             ax.errorbar(x, y, yerr=[r[f"{m}_std"] for r in rows], marker="o", capsize=3)
         else:
             ax.plot(x, y, marker="o")
-        label = {"fid": "FID", "fvd": "FVD", "is": "IS", "isc3d": "IS (C3D)", "accuracy": "accuracy"}[m]
+        label = LABELS[m]
         ax.set_xlabel("truncation (std of z)")
         ax.set_ylabel(label)
         ax.set_title(f"{label} ({result['detectors'][m]['name']})", fontsize=9)

@@ -519,19 +519,18 @@ class Trainer:
         from dvdgan.training.tb import add_gif
 
         videos = self.sample_videos().numpy()
-        scale = 2
+        caption = f"{self.cfg.name}, step {self.step}, EMA G"
         if self.cfg.model.context_frames:
-            rows = grid_rows(None, len(videos), by_class=False)
-            grid = vio.upscale(vio.make_row_grid(videos, rows), scale)
+            caption += f", first {self.cfg.model.context_frames} frames real"
+            row_labels, rows = None, grid_rows(None, len(videos), by_class=False)
         else:
             labels = self.fixed_y.tolist()
             rows = grid_rows(labels, len(videos))
-            grid = vio.upscale(vio.make_row_grid(videos, rows), scale)
             names = self.class_names()
-            grid = vio.add_row_labels(grid, [names[labels[r[0]]] for r in rows], (videos.shape[2] + 1) * scale, scale)
-        grid = vio.add_caption(grid, f"{self.cfg.name}, step {self.step}, EMA G")
+            row_labels = [names[labels[r[0]]] for r in rows]
+        grid = vio.labelled_grid(videos, row_labels, rows, scale=vio.legible_scale(videos.shape[2]), caption=caption)
         path = self.out_dir / "samples" / f"step_{self.step:08d}.gif"
-        vio.save_gif(path, grid, fps=8)
+        vio.save_gif(path, grid, fps=vio.DEFAULT_FPS)
         add_gif(self._writer(), "samples/ema", grid, self.step)
         return path
 
@@ -614,8 +613,9 @@ class Trainer:
             print(f"notice: {n}", file=sys.stderr)
         if self.resumed_from is not None:
             print(f"resuming from {self.resumed_from} (step {self.step})", file=sys.stderr)
-        data = cfg.data.dataset + (f" {cfg.data.path}" if cfg.data.path else "")
-        print(f"training {cfg.name} on {data} ({len(self.dataset)} clips, {cfg.model.num_classes} classes) on "
+        data = (f"{cfg.data.dataset} dataset {cfg.data.path}" if cfg.data.path
+                else f"the built-in {cfg.data.dataset} dataset")
+        print(f"training on {data} ({len(self.dataset)} clips, {cfg.model.num_classes} classes), config {cfg.name}, on "
               f"{self.device} x{self.dist.world_size}: effective batch {self.effective_batch} = "
               f"{self.per_replica_batch} per replica x {self.dist.world_size} replicas x {t.grad_accum} "
               "accumulation", file=sys.stderr)
