@@ -36,6 +36,7 @@ def test_export_keeps_only_the_ema_generator_and_samples_the_same(run_dir, tmp_p
     with safe_open(str(out / "model.safetensors"), "pt") as f:
         keys = list(f.keys())
     assert keys and all(k.startswith("generator_ema.") for k in keys)
+    assert (out / "model.safetensors").stat().st_mode == (out / "meta.json").stat().st_mode
     meta = json.loads((out / "meta.json").read_text())
     assert meta["step"] == 2 and meta["generator_only"] and meta["config"]["model"]["resolution"] == 16
     full = generate(run_dir, classes=[0, 1], n=4, seed=5)

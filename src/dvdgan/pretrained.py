@@ -10,6 +10,7 @@ not resume training. :func:`export_generator` writes one from any training check
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -57,4 +58,6 @@ def export_generator(checkpoint: str | Path, out_dir: str | Path, info: dict[str
     exported = {"format": ckpt_io.FORMAT, "step": meta["step"], "config": meta["config"],
                 "generator_only": True, "info": info or {}}
     (out / "meta.json").write_text(json.dumps(exported, indent=2) + "\n")
+    # safetensors creates its file 0600; give it the mode of every other file (as checkpoint.py)
+    os.chmod(out / "model.safetensors", (out / "meta.json").stat().st_mode & 0o777)
     return out
