@@ -20,11 +20,27 @@ import time
 import warnings
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from dvdgan.config import DataConfig
 from dvdgan.data import build_dataset
-from dvdgan.metrics.dataset_reference import DATASET_REFERENCE_VERSION, dataset_classifier
+from dvdgan.metrics.dataset_reference import DATASET_REFERENCE_VERSION, _holdout_mask, dataset_classifier
+
+
+def _factor_accuracies(ref) -> dict:
+    """For class names ``<a>_<b>`` (make_datasets.py: shape or texture, kind of motion), the
+    held-out accuracy of each factor alone: which of the two the classifier gets wrong."""
+    names = ref.class_names
+    if not all(n.count("_") == 1 for n in names):
+        return {}
+    held = np.flatnonzero(_holdout_mask(ref.real_labels, 0.2))
+    with torch.no_grad():
+        logits = ref.model.head(torch.from_numpy(ref.real_features[held]).float())
+    pred, true = logits.argmax(1).numpy(), ref.real_labels[held]
+    parts = [n.split("_") for n in names]
+    return {f"heldout_accuracy_{k}": round(float(np.mean([parts[p][i] == parts[t][i] for p, t in zip(pred, true)])), 4)
+            for i, k in enumerate(("appearance", "motion"))}
 
 
 def measure(path: str, frames: int, resolution: int, threads: int) -> dict:
@@ -36,10 +52,12 @@ def measure(path: str, frames: int, resolution: int, threads: int) -> dict:
         ref = dataset_classifier(ds, frames=frames, resolution=resolution, cache_dir=cache, progress=False,
                                  num_threads=threads)
         wall = time.perf_counter() - start
+    factors = _factor_accuracies(ref)
     return {
         "dataset": Path(path).name, "version": DATASET_REFERENCE_VERSION, "classes": ref.num_classes,
         "clips": int(len(ref.real_labels)), "heldout_accuracy": round(ref.heldout_accuracy, 4),
-        "heldout_size": ref.heldout_size, "weak": ref.weak, "real_consistency": round(ref.real_consistency, 4),
+        "heldout_size": ref.heldout_size, **factors, "weak": ref.weak,
+        "real_consistency": round(ref.real_consistency, 4),
         "real_frame_accuracy": round(ref.real_frame_accuracy, 4), "train_seconds": round(ref.train_seconds, 1),
         "wall_seconds": round(wall, 1), "frames": frames, "resolution": resolution, "threads": threads,
         "warnings": [str(w.message) for w in caught if "reference classifier" in str(w.message)],

@@ -68,7 +68,7 @@ __all__ = [
 ]
 
 #: Part of the cache key: bump when the network, the recipe or the statistics change.
-DATASET_REFERENCE_VERSION = "d1"
+DATASET_REFERENCE_VERSION = "d2"
 #: Held-out accuracy below which (or too close to chance) the classifier is called too weak.
 MIN_USEFUL_ACCURACY = 0.6
 
@@ -79,25 +79,148 @@ _WEIGHT_DECAY = 1e-4
 _FRAME_LOSS_WEIGHT = 0.5
 
 
+def _conv2d_bn(cin: int, cout: int, stride: int) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+
+
+def _next_diff(x: torch.Tensor) -> torch.Tensor:
+    """[B, C, T, ...] -> forward differences x[t+1] - x[t], the last one repeated (zeros for T = 1)."""
+    if x.shape[2] < 2:
+        return torch.zeros_like(x)
+    d = x[:, :, 1:] - x[:, :, :-1]
+    return torch.cat([d, d[:, :, -1:]], 2)
+
+
+def frame_motion(x: torch.Tensor) -> torch.Tensor:
+    """Per-frame motion channels of float videos ``[B, 3, T, H, W]``: the colour difference to the
+    next frame (3) and the grey-level motion energy ``-I_t * I_y``, ``-I_t * I_x`` (2; its local
+    mean is the optical-flow constraint's product ``u I_x^2 + v I_xI_y`` and its transpose, so its
+    sign is the local direction of motion, which a ReLU network cannot form from the frames and
+    their difference alone). ``[B, 5, T, H, W]``."""
+    diff = _next_diff(x)
+    g = x.mean(1, keepdim=True)
+    gt = diff.mean(1, keepdim=True)
+    mid = F.pad((g + g + gt).squeeze(1) / 2, (1, 1, 1, 1), mode="replicate")  # (I_t + I_t+1) / 2
+    ix = (mid[..., 1:-1, 2:] - mid[..., 1:-1, :-2]).unsqueeze(1) / 2
+    iy = (mid[..., 2:, 1:-1] - mid[..., :-2, 1:-1]).unsqueeze(1) / 2
+    return torch.cat([diff, -8 * gt * iy, -8 * gt * ix], 1)
+
+
+def global_shift(x: torch.Tensor, radius: int = 2) -> torch.Tensor:
+    """Whole-frame translation between consecutive frames of float videos ``[B, 3, T, H, W]``, the
+    camera's motion: grey frames at half resolution, the mean absolute difference for every shift
+    within ``radius`` (half-resolution) pixels, soft-argmin over the shifts. ``[B, 2, T]`` (dy, dx
+    in half-resolution pixels / radius; the last pair repeated)."""
+    b, _, t, h, w = x.shape
+    if t < 2:
+        return x.new_zeros(b, 2, t)
+    g = F.avg_pool2d(x.mean(1), 2) if min(h, w) >= 8 else x.mean(1)  # [B, T, h, w]
+    hh, ww = g.shape[2:]
+    k = 2 * radius + 1
+    prev = F.pad(g[:, :-1].reshape(-1, 1, hh, ww), (radius,) * 4, mode="replicate")
+    cols = F.unfold(prev, k).flip(1)  # [N, k*k, hh*ww]: index i holds shift (i // k - r, i % k - r)
+    cost = (cols - g[:, 1:].reshape(-1, 1, hh * ww)).abs().mean(2)  # [N, k*k]
+    p = (-50.0 * cost).softmax(1)
+    r = torch.arange(-radius, radius + 1, dtype=x.dtype, device=x.device)
+    offsets = torch.stack([r.repeat_interleave(k), r.repeat(k)], 1) / radius  # [k*k, 2]
+    s = (p @ offsets).view(b, t - 1, 2).transpose(1, 2)
+    return torch.cat([s, s[:, :, -1:]], 2)
+
+
+def moving_centroid(x: torch.Tensor, noise: float = 0.05) -> tuple[torch.Tensor, torch.Tensor]:
+    """(centroid (y, x) in [-1, 1] ``[B, 2, T]``, mass ``[B, T]``) of the moving pixels of float videos
+    ``[B, 3, T, H, W]``: the largest colour change to the next frame above ``noise``, as a weight.
+    A frame pair where nothing moves has no mass and its centroid is the frame's centre."""
+    h, w = x.shape[3:]
+    ys = (torch.arange(h, dtype=x.dtype, device=x.device) + 0.5) / h * 2 - 1
+    xs = (torch.arange(w, dtype=x.dtype, device=x.device) + 0.5) / w * 2 - 1
+    moving = (_next_diff(x).abs().amax(1) - noise).clamp_min(0)  # [B, T, H, W]
+    m = moving.sum((2, 3))
+    safe = m.clamp_min(1e-3)
+    return torch.stack([(moving.sum(3) * ys).sum(2) / safe, (moving.sum(2) * xs).sum(2) / safe], 1), m
+
+
+def glimpse(x: torch.Tensor, centre: torch.Tensor) -> torch.Tensor:
+    """Per-frame crops of half the side, at full resolution, centred on ``centre`` (``[B, 2, T]``,
+    (y, x) in [-1, 1]) of videos ``[B, C, T, H, W]``: ``[B*T, C, H/2, W/2]`` (edges repeated)."""
+    b, c, t, h, w = x.shape
+    cy, cx = centre.transpose(1, 2).reshape(-1, 2).unbind(1)
+    theta = x.new_zeros(b * t, 2, 3)
+    theta[:, 0, 0], theta[:, 1, 1], theta[:, 0, 2], theta[:, 1, 2] = 0.5, 0.5, cx, cy
+    grid = F.affine_grid(theta, [b * t, c, h // 2, w // 2], align_corners=False)
+    return F.grid_sample(x.transpose(1, 2).reshape(b * t, c, h, w), grid, padding_mode="border", align_corners=False)
+
+
+def object_track(x: torch.Tensor, threshold: float = 0.2, noise: float = 0.05,
+                 moving: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+    """Track of the moving object in float videos ``[B, 3, T, H, W]``, per frame (``[B, 6, T]``,
+    each minus its mean over the clip, so it does not depend on where the object is or how big):
+
+    * the centroid (y, x) of the *moving* pixels (largest colour change to the next frame above
+      ``noise``, weighted by it) and its log mass: the object's path, unaffected by a textured or
+      graded background, which does not move (a static frame pair has no mass: its centroid is
+      the frame's centre);
+    * the log spread (y, x) and log mass of the foreground as in
+      :func:`~dvdgan.data.shapes.motion_statistic` (distance from the clip's median colour above
+      ``threshold``): growing, shrinking, zooming.
+
+    ``moving``: :func:`moving_centroid` of ``x`` if already computed.
+    """
+    h, w = x.shape[3:]
+    ys = (torch.arange(h, dtype=x.dtype, device=x.device) + 0.5) / h * 2 - 1
+    xs = (torch.arange(w, dtype=x.dtype, device=x.device) + 0.5) / w * 2 - 1
+    centre, m = moving if moving is not None else moving_centroid(x, noise)
+    cy, cx = centre.unbind(1)
+    v = (x + 1) / 2
+    bg = v[..., ::2, ::2].flatten(2).median(2).values[:, :, None, None, None]  # a subsample: faster
+    fg = ((v - bg).abs().amax(1) / threshold).clamp(0, 1)  # [B, T, H, W]
+    mass = fg.sum((2, 3)).clamp_min(1e-3)
+    py, px = fg.sum(3), fg.sum(2)
+    fy, fx = (py * ys).sum(2) / mass, (px * xs).sum(2) / mass
+    sy = ((py * ys**2).sum(2) / mass - fy**2).clamp_min(1e-4).log() / 2
+    sx = ((px * xs**2).sum(2) / mass - fx**2).clamp_min(1e-4).log() / 2
+    track = torch.stack([cy, cx, (m + 1).log(), sy, sx, mass.log()], 1)
+    return track - track.mean(2, keepdim=True)
+
+
 class DatasetClassifier(nn.Module):
-    """Clip and per-frame classifier of float videos ``[B, T, 3, H, W]`` in [-1, 1]."""
+    """Clip and per-frame classifier of float videos ``[B, T, 3, H, W]`` in [-1, 1].
+
+    Appearance and motion, per frame: the frame, :func:`frame_motion` (difference to the next
+    frame, motion energy), normalised (BatchNorm without affine), three strided 3x3 convolutions
+    (16, 32, 64 channels) to a map of 1/8 the input side; ``heads`` softmax attention maps over it
+    pool one glimpse each (the features where the map looks) and give a keypoint (its expected
+    position). Per-frame vector: the mean-pooled and glimpse features; ``frame_head`` gives the
+    per-frame logits. Trajectories, per frame: the keypoints' positions (minus their clip mean) and
+    velocities, :func:`global_shift` (camera motion) and its running sum, :func:`object_track`;
+    normalised. Clip: two temporal convolutions (kernel 3) over per-frame vector + trajectories,
+    averaged over time (128), beside two 3x3x3 convolutions over the maps (space-time layout,
+    128); a linear layer + ReLU fuses them into the 128-d ``features``; ``head`` gives the logits.
+    """
 
     feature_dim = 128
+    heads = 4
+    width = 16
 
     def __init__(self, resolution: int, frames: int, num_classes: int) -> None:
         super().__init__()
         self.resolution, self.frames, self.num_classes = int(resolution), int(frames), int(num_classes)
         self.pool = input_pool(self.resolution)
-        self.frame_body = nn.Sequential(
-            conv_bn(6, 16, (1, 3, 3), (1, 2, 2)),
-            conv_bn(16, 32, (1, 3, 3), (1, 2, 2)),
-            conv_bn(32, 64, (1, 3, 3), (1, 2, 2)),
+        w, k = self.width, self.heads
+        self.in_norm = nn.BatchNorm2d(8, affine=False)
+        self.frame_body = nn.Sequential(_conv2d_bn(8, w, 2), _conv2d_bn(w, 2 * w, 2), _conv2d_bn(2 * w, 4 * w, 2))
+        self.attend = nn.Conv2d(4 * w, k, 1)
+        self.fovea_body = nn.Sequential(_conv2d_bn(8, w, 1), _conv2d_bn(w, 2 * w, 2), _conv2d_bn(2 * w, 4 * w, 2))
+        per_frame = 4 * w * (2 + k)
+        tracks = 4 * k + 4 + 6
+        self.frame_head = nn.Linear(per_frame, self.num_classes)
+        self.track_norm = nn.BatchNorm1d(tracks, affine=False)
+        self.temporal = nn.Sequential(
+            nn.Conv1d(per_frame + tracks, 128, 3, padding=1, bias=False), nn.BatchNorm1d(128), nn.ReLU(inplace=True),
+            nn.Conv1d(128, 128, 3, padding=1, bias=False), nn.BatchNorm1d(128), nn.ReLU(inplace=True),
         )
-        self.frame_head = nn.Linear(64, self.num_classes)
-        self.clip_body = nn.Sequential(
-            conv_bn(64, 96, (3, 3, 3), (2, 2, 2)),
-            conv_bn(96, self.feature_dim, (3, 3, 3), (1, 1, 1)),
-        )
+        self.clip_body = nn.Sequential(conv_bn(4 * w, 96, (3, 3, 3), (2, 2, 2)), conv_bn(96, 128, (3, 3, 3), (1, 1, 1)))
+        self.fuse = nn.Sequential(nn.Linear(256, self.feature_dim), nn.ReLU(inplace=True))
         self.head = nn.Linear(self.feature_dim, self.num_classes)
 
     def _check(self, x: torch.Tensor) -> None:
@@ -113,10 +236,31 @@ class DatasetClassifier(nn.Module):
         x = x.transpose(1, 2)  # [B, 3, T, H, W]
         if self.pool > 1:
             x = F.avg_pool3d(x, (1, self.pool, self.pool))
-        diff = F.pad(x[:, :, 1:] - x[:, :, :-1], (0, 0, 0, 0, 0, 1))
-        h = self.frame_body(torch.cat([x, diff], dim=1))  # [B, 64, T, h, w]
-        frame_logits = self.frame_head(h.mean(dim=(3, 4)).transpose(1, 2))
-        feats = self.clip_body(h).mean(dim=(2, 3, 4))
+        b, _, t = x.shape[:3]
+        with torch.no_grad():  # fixed functions of the input: nothing to learn through them
+            inp = torch.cat([x, frame_motion(x)], 1)  # [B, 8, T, H, W]
+            moving = moving_centroid(x)
+            fixed_tracks = torch.cat([global_shift(x), object_track(x, moving=moving)], 1)  # [B, 8, T]
+            fovea = glimpse(inp, moving[0])  # [B*T, 8, H/2, W/2]
+            inp = inp.transpose(1, 2).flatten(0, 1)  # [B*T, 8, H, W]
+        h = self.frame_body(self.in_norm(inp))  # [B*T, 64, h, w]
+        seen = self.fovea_body(self.in_norm(fovea)).mean((2, 3))
+        hh, ww = h.shape[2:]
+        att = self.attend(h).flatten(2).softmax(-1)  # [B*T, K, h*w]
+        glimpses = torch.einsum("nkp,ncp->nkc", att, h.flatten(2)).flatten(1)
+        per_frame = torch.cat([h.mean((2, 3)), seen, glimpses], 1).view(b, t, -1)  # [B, T, 64 (2 + K)]
+        frame_logits = self.frame_head(per_frame)
+        att = att.view(-1, self.heads, hh, ww)
+        ys = (torch.arange(hh, dtype=x.dtype, device=x.device) + 0.5) / hh * 2 - 1
+        xs = (torch.arange(ww, dtype=x.dtype, device=x.device) + 0.5) / ww * 2 - 1
+        keypoints = torch.cat([(att.sum(3) * ys).sum(2), (att.sum(2) * xs).sum(2)], 1)  # [B*T, 2K]
+        keypoints = keypoints.view(b, t, -1).transpose(1, 2)
+        keypoints = keypoints - keypoints.mean(2, keepdim=True)
+        tracks = torch.cat([keypoints, _next_diff(keypoints[:, None])[:, 0], fixed_tracks,
+                            fixed_tracks[:, :2].cumsum(2)], 1)  # [B, 4K + 10, T]
+        z = self.temporal(torch.cat([per_frame.transpose(1, 2), self.track_norm(tracks)], 1)).mean(2)
+        space_time = self.clip_body(h.view(b, t, *h.shape[1:]).transpose(1, 2)).mean((2, 3, 4))
+        feats = self.fuse(torch.cat([z, space_time], 1))
         return feats, self.head(feats), frame_logits
 
     def features_and_logits(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -289,8 +433,16 @@ def dataset_fingerprint(dataset: Any, indices: np.ndarray) -> str:
     return h.hexdigest()
 
 
-def _decode(dataset: Any, indices: np.ndarray, progress: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(eval-key clips [N, T, H, W, 3], random-key clips [N, ...], labels [N]); duplicates dropped."""
+def random_views(num_clips: int) -> int:
+    """Random-key views decoded per clip besides the evaluation one: about 800 training views in
+    all, 1 to 3 per clip (a small dataset gets more temporal windows of each clip)."""
+    return int(min(3, max(1, round(800 / max(num_clips, 1)))))
+
+
+def _decode(dataset: Any, indices: np.ndarray, progress: bool, views: int = 1,
+            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(eval-key clips [N, T, H, W, 3], random-key clips [views, N, ...], labels [N]); duplicates
+    dropped."""
     seen: set[bytes] = set()
     evals, randoms, labels = [], [], []
     for i in tqdm(indices, desc="reference classifier: decoding", disable=not progress, leave=False, unit="clip"):
@@ -300,11 +452,11 @@ def _decode(dataset: Any, indices: np.ndarray, progress: bool) -> tuple[torch.Te
             continue
         seen.add(digest)
         evals.append(video)
-        randoms.append(dataset[(int(i), 7919 * int(i) + 1)][0])
+        randoms.append(torch.stack([dataset[(int(i), 7919 * int(i) + 1 + 104729 * v)][0] for v in range(views)]))
         labels.append(int(label))
     if not evals:
         raise DataError("the reference classifier found no labelled clips in the dataset")
-    return torch.stack(evals), torch.stack(randoms), torch.tensor(labels, dtype=torch.long)
+    return torch.stack(evals), torch.stack(randoms, 1), torch.tensor(labels, dtype=torch.long)
 
 
 def _holdout_mask(labels: np.ndarray, fraction: float) -> np.ndarray:
@@ -457,7 +609,7 @@ def dataset_classifier(
 def _build(dataset, indices, names, frames, resolution, device, holdout, progress, num_threads, fingerprint,
            steps) -> DatasetReference:
     start = time.perf_counter()
-    evals, randoms, labels = _decode(dataset, indices, progress)
+    evals, randoms, labels = _decode(dataset, indices, progress, random_views(len(indices)))
     if tuple(evals.shape[1:4]) != (frames, resolution, resolution):
         raise DataError(f"the dataset gives clips of {tuple(evals.shape[1:4])} (frames, H, W), "
                         f"not {(frames, resolution, resolution)}")
@@ -470,8 +622,8 @@ def _build(dataset, indices, names, frames, resolution, device, holdout, progres
     else:
         held_idx, train_idx = np.flatnonzero(held), np.flatnonzero(~held)
     tr = torch.from_numpy(train_idx)
-    train_x = torch.cat([evals[tr], randoms[tr]])
-    train_y = torch.cat([labels[tr], labels[tr]])
+    train_x = torch.cat([evals[tr], *randoms[:, tr]])
+    train_y = labels[tr].repeat(1 + randoms.shape[0])
     old = torch.get_num_threads()
     if num_threads is not None:
         torch.set_num_threads(num_threads)
