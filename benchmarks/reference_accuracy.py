@@ -2,7 +2,9 @@
 (:mod:`dvdgan.metrics.dataset_reference`) on labelled class-folder datasets, at the model's frames
 and resolution (default: the ``shapes`` preset's 8 frames of 32x32), on one CPU thread, with a
 fresh cache (nothing is read from an earlier run). One JSON object per dataset on stdout, one
-JSON list in ``--json`` if given.
+JSON list in ``--json`` if given. ``cpu_seconds`` (the process's CPU time: decoding, training,
+statistics) is the cost on one thread whatever else the machine runs; ``train_seconds`` and
+``wall_seconds`` are wall-clock times and grow with the machine's load.
 
     OMP_NUM_THREADS=1 PYTHONPATH=src python benchmarks/reference_accuracy.py \\
         /work/data/{bounce,spin,pan,heldout-like}{,-quarter} --json reference_accuracy.json
@@ -48,10 +50,10 @@ def measure(path: str, frames: int, resolution: int, threads: int) -> dict:
                        resolution=resolution, seed=0, bad_log=None)
     with tempfile.TemporaryDirectory() as cache, warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         ref = dataset_classifier(ds, frames=frames, resolution=resolution, cache_dir=cache, progress=False,
                                  num_threads=threads)
-        wall = time.perf_counter() - start
+        wall, cpu = time.perf_counter() - start, time.process_time() - cpu
     factors = _factor_accuracies(ref)
     return {
         "dataset": Path(path).name, "version": DATASET_REFERENCE_VERSION, "classes": ref.num_classes,
@@ -59,7 +61,7 @@ def measure(path: str, frames: int, resolution: int, threads: int) -> dict:
         "heldout_size": ref.heldout_size, **factors, "weak": ref.weak,
         "real_consistency": round(ref.real_consistency, 4),
         "real_frame_accuracy": round(ref.real_frame_accuracy, 4), "train_seconds": round(ref.train_seconds, 1),
-        "wall_seconds": round(wall, 1), "frames": frames, "resolution": resolution, "threads": threads,
+        "wall_seconds": round(wall, 1), "cpu_seconds": round(cpu, 1), "frames": frames, "resolution": resolution, "threads": threads,
         "warnings": [str(w.message) for w in caught if "reference classifier" in str(w.message)],
     }
 

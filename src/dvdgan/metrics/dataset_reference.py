@@ -77,6 +77,7 @@ _BATCH = 32
 _LR = 3e-3
 _WEIGHT_DECAY = 1e-4
 _FRAME_LOSS_WEIGHT = 0.5
+_STREAM_LOSS_WEIGHT = 0.3
 
 
 def _conv2d_bn(cin: int, cout: int, stride: int) -> nn.Sequential:
@@ -215,12 +216,19 @@ class DatasetClassifier(nn.Module):
         tracks = 4 * k + 4 + 6
         self.frame_head = nn.Linear(per_frame, self.num_classes)
         self.track_norm = nn.BatchNorm1d(tracks, affine=False)
+        self.track_body = nn.Sequential(
+            nn.Conv1d(tracks, 64, 3, padding=1, bias=False), nn.BatchNorm1d(64), nn.ReLU(inplace=True),
+            nn.Conv1d(64, 64, 3, padding=1, bias=False), nn.BatchNorm1d(64), nn.ReLU(inplace=True),
+        )
         self.temporal = nn.Sequential(
-            nn.Conv1d(per_frame + tracks, 128, 3, padding=1, bias=False), nn.BatchNorm1d(128), nn.ReLU(inplace=True),
+            nn.Conv1d(per_frame, 128, 3, padding=1, bias=False), nn.BatchNorm1d(128), nn.ReLU(inplace=True),
             nn.Conv1d(128, 128, 3, padding=1, bias=False), nn.BatchNorm1d(128), nn.ReLU(inplace=True),
         )
         self.clip_body = nn.Sequential(conv_bn(4 * w, 96, (3, 3, 3), (2, 2, 2)), conv_bn(96, 128, (3, 3, 3), (1, 1, 1)))
-        self.fuse = nn.Sequential(nn.Linear(256, self.feature_dim), nn.ReLU(inplace=True))
+        #: one head per stream (tracks, per-frame features over time, space-time maps), trained
+        #: beside the joint head so that no stream is left unused by the one that learns fastest
+        self.stream_heads = nn.ModuleList(nn.Linear(n, self.num_classes) for n in (64, 128, 128))
+        self.fuse = nn.Sequential(nn.Linear(64 + 128 + 128, self.feature_dim), nn.ReLU(inplace=True))
         self.head = nn.Linear(self.feature_dim, self.num_classes)
 
     def _check(self, x: torch.Tensor) -> None:
@@ -232,6 +240,10 @@ class DatasetClassifier(nn.Module):
 
     def outputs(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(clip features [B, 128], clip logits [B, C], per-frame logits [B, T, C])."""
+        return self.all_outputs(x)[:3]
+
+    def all_outputs(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[torch.Tensor]]:
+        """:meth:`outputs` and the per-stream logits (tracks, per-frame features, space-time)."""
         self._check(x)
         x = x.transpose(1, 2)  # [B, 3, T, H, W]
         if self.pool > 1:
@@ -258,10 +270,10 @@ class DatasetClassifier(nn.Module):
         keypoints = keypoints - keypoints.mean(2, keepdim=True)
         tracks = torch.cat([keypoints, _next_diff(keypoints[:, None])[:, 0], fixed_tracks,
                             fixed_tracks[:, :2].cumsum(2)], 1)  # [B, 4K + 10, T]
-        z = self.temporal(torch.cat([per_frame.transpose(1, 2), self.track_norm(tracks)], 1)).mean(2)
-        space_time = self.clip_body(h.view(b, t, *h.shape[1:]).transpose(1, 2)).mean((2, 3, 4))
-        feats = self.fuse(torch.cat([z, space_time], 1))
-        return feats, self.head(feats), frame_logits
+        streams = [self.track_body(self.track_norm(tracks)).mean(2), self.temporal(per_frame.transpose(1, 2)).mean(2),
+                   self.clip_body(h.view(b, t, *h.shape[1:]).transpose(1, 2)).mean((2, 3, 4))]
+        feats = self.fuse(torch.cat(streams, 1))
+        return feats, self.head(feats), frame_logits, [head(z) for head, z in zip(self.stream_heads, streams)]
 
     def features_and_logits(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         f, lg, _ = self.outputs(x)
@@ -490,9 +502,10 @@ def _train(train_x: torch.Tensor, train_y: torch.Tensor, num_classes: int, steps
             idx = torch.randint(0, train_x.shape[0], (min(_BATCH, train_x.shape[0]),), generator=gen)
             x = degrade_clips(to_model_input(train_x[idx]), gen).to(device)
             y = train_y[idx].to(device)
-            _, logits, frame_logits = model.outputs(x)
+            _, logits, frame_logits, stream_logits = model.all_outputs(x)
             loss = F.cross_entropy(logits, y) + _FRAME_LOSS_WEIGHT * F.cross_entropy(
                 frame_logits.flatten(0, 1), y.repeat_interleave(t))
+            loss = loss + _STREAM_LOSS_WEIGHT * sum(F.cross_entropy(lg, y) for lg in stream_logits)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
