@@ -61,7 +61,8 @@ def measure(path: str, frames: int, resolution: int, threads: int) -> dict:
         "heldout_size": ref.heldout_size, **factors, "weak": ref.weak,
         "real_consistency": round(ref.real_consistency, 4),
         "real_frame_accuracy": round(ref.real_frame_accuracy, 4), "train_seconds": round(ref.train_seconds, 1),
-        "wall_seconds": round(wall, 1), "cpu_seconds": round(cpu, 1), "frames": frames, "resolution": resolution, "threads": threads,
+        "wall_seconds": round(wall, 1), "cpu_seconds": round(cpu, 1), "frames": frames, "resolution": resolution,
+        "threads": threads,
         "warnings": [str(w.message) for w in caught if "reference classifier" in str(w.message)],
     }
 
