@@ -27,19 +27,21 @@ import torch
 
 from dvdgan.config import DataConfig
 from dvdgan.data import build_dataset
+from dvdgan.data.transforms import to_model_input
 from dvdgan.metrics.dataset_reference import DATASET_REFERENCE_VERSION, _holdout_mask, dataset_classifier
 
 
-def _factor_accuracies(ref) -> dict:
+def _factor_accuracies(ref, ds) -> dict:
     """For class names ``<a>_<b>`` (make_datasets.py: shape or texture, kind of motion), the
     held-out accuracy of each factor alone: which of the two the classifier gets wrong."""
     names = ref.class_names
-    if not all(n.count("_") == 1 for n in names):
-        return {}
+    if not all(n.count("_") == 1 for n in names) or len(ref.real_labels) != len(ds):
+        return {}  # (a clip was dropped: the held-out indices would not be the dataset's)
     held = np.flatnonzero(_holdout_mask(ref.real_labels, 0.2))
+    videos = torch.stack([ds[int(i)][0] for i in held])
     with torch.no_grad():
-        logits = ref.model.head(torch.from_numpy(ref.real_features[held]).float())
-    pred, true = logits.argmax(1).numpy(), ref.real_labels[held]
+        pred = ref.model.eval()(to_model_input(videos)).argmax(1).numpy()
+    true = ref.real_labels[held]
     parts = [n.split("_") for n in names]
     return {f"heldout_accuracy_{k}": round(float(np.mean([parts[p][i] == parts[t][i] for p, t in zip(pred, true)])), 4)
             for i, k in enumerate(("appearance", "motion"))}
@@ -54,7 +56,7 @@ def measure(path: str, frames: int, resolution: int, threads: int) -> dict:
         ref = dataset_classifier(ds, frames=frames, resolution=resolution, cache_dir=cache, progress=False,
                                  num_threads=threads)
         wall, cpu = time.perf_counter() - start, time.process_time() - cpu
-    factors = _factor_accuracies(ref)
+    factors = _factor_accuracies(ref, ds)
     return {
         "dataset": Path(path).name, "version": DATASET_REFERENCE_VERSION, "classes": ref.num_classes,
         "clips": int(len(ref.real_labels)), "heldout_accuracy": round(ref.heldout_accuracy, 4),

@@ -20,16 +20,24 @@ The returned :class:`DatasetReference` judges a set of (generated) videos agains
   high; ``frame_accuracy``: per-frame predictions against the labels;
 * ``classifier_accuracy``: the classifier's held-out accuracy (how far to trust the rest).
 
-Network (:class:`DatasetClassifier`): frames average-pooled to 16-47 px; each frame stacked with
-its difference to the next (a 2-frame window, so per-frame predictions see direction of motion);
-three per-frame convolutions (1x3x3) give per-frame features and, through ``frame_head``, the
-per-frame logits; two 3x3x3 convolutions over time and global pooling give the clip features and,
-through ``head``, the clip logits. Trained on clip and per-frame cross-entropy together.
+Network (:class:`DatasetClassifier`): a class is often a kind of object *and* a kind of motion
+(colour, size, place and speed being incidental), and on a few hundred clips a 3-D convnet
+learns appearance first and motion barely. So motion is also given explicitly, by fixed
+functions of the clip that apply to real and generated videos alike: the difference to the next
+frame and a motion energy whose sign is the local direction of motion (:func:`frame_motion`),
+the camera's shift between frames (:func:`global_shift`), the path of the moving pixels' centroid
+and the foreground's spread and mass (:func:`object_track`), and a full-resolution glimpse
+centred on the moving pixels (:func:`glimpse`). Three streams (tracks over time; per-frame
+features over time; a space-time convolution) each have a head of their own, trained beside the
+joint head so that none is starved by the one that learns fastest; their pooled outputs are fused
+into the fixed 128-d ``features`` (the Frechet distance's space). Per-frame logits (the
+consistency statistic) come from each frame's features, which see its motion to the next frame.
+Trained on clip, per-frame and per-stream cross-entropy.
 
 Data: at most ``max_clips`` clips (a fixed random subset), each decoded once at the evaluation key
-(first run, centre crop) and once at a random training key; duplicates (a bad file is replaced by
-the next one) are dropped. ``holdout`` of each class (by clip, both views) is held out for the
-accuracy check; every clip serves as real data for the metrics.
+(first run, centre crop) and at 1-3 random training keys (:func:`random_views`); duplicates (a
+bad file is replaced by the next one) are dropped. ``holdout`` of each class (by clip, all its
+views) is held out for the accuracy check; every clip serves as real data for the metrics.
 """
 
 from __future__ import annotations
@@ -78,6 +86,9 @@ _LR = 3e-3
 _WEIGHT_DECAY = 1e-4
 _FRAME_LOSS_WEIGHT = 0.5
 _STREAM_LOSS_WEIGHT = 0.3
+#: How far towards :func:`~dvdgan.metrics.reference.degrade_clips` a degraded training clip goes
+#: (its full blur, up to 1.2 px, turns a 10-px star into a disc at 32x32)
+_DEGRADE_STRENGTH = 0.5
 
 
 def _conv2d_bn(cin: int, cout: int, stride: int) -> nn.Sequential:
@@ -273,7 +284,8 @@ class DatasetClassifier(nn.Module):
         streams = [self.track_body(self.track_norm(tracks)).mean(2), self.temporal(per_frame.transpose(1, 2)).mean(2),
                    self.clip_body(h.view(b, t, *h.shape[1:]).transpose(1, 2)).mean((2, 3, 4))]
         feats = self.fuse(torch.cat(streams, 1))
-        return feats, self.head(feats), frame_logits, [head(z) for head, z in zip(self.stream_heads, streams)]
+        stream_logits = [head(z) for head, z in zip(self.stream_heads, streams)]
+        return feats, self.head(feats) + sum(stream_logits), frame_logits, stream_logits
 
     def features_and_logits(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         f, lg, _ = self.outputs(x)
@@ -500,7 +512,8 @@ def _train(train_x: torch.Tensor, train_y: torch.Tensor, num_classes: int, steps
         model.train()
         for _ in tqdm(range(steps), desc="reference classifier: training", disable=not progress, leave=False):
             idx = torch.randint(0, train_x.shape[0], (min(_BATCH, train_x.shape[0]),), generator=gen)
-            x = degrade_clips(to_model_input(train_x[idx]), gen).to(device)
+            x = to_model_input(train_x[idx])
+            x = (x + _DEGRADE_STRENGTH * (degrade_clips(x, gen) - x)).to(device)
             y = train_y[idx].to(device)
             _, logits, frame_logits, stream_logits = model.all_outputs(x)
             loss = F.cross_entropy(logits, y) + _FRAME_LOSS_WEIGHT * F.cross_entropy(
