@@ -164,8 +164,9 @@ def test_metrics_of_real_wrong_and_broken_videos(ref, real):
 
 def test_weak_classifier_warns(dataset, tmp_path):
     assert is_weak(0.5, 10) and is_weak(0.65, 2) and not is_weak(0.9, 10)
-    with pytest.warns(UserWarning, match="too weak"):
+    with pytest.warns(UserWarning, match="too weak") as caught:
         dataset_classifier(dataset, frames=T, resolution=R, cache_dir=str(tmp_path), progress=False, steps=1)
+    assert all(len(str(w.message).splitlines()) == 1 for w in caught)  # one line
 
 
 def test_unlabelled_or_mismatched_dataset(dataset):
