@@ -198,16 +198,19 @@ def object_track(x: torch.Tensor, threshold: float = 0.2, noise: float = 0.05,
 class DatasetClassifier(nn.Module):
     """Clip and per-frame classifier of float videos ``[B, T, 3, H, W]`` in [-1, 1].
 
-    Appearance and motion, per frame: the frame, :func:`frame_motion` (difference to the next
-    frame, motion energy), normalised (BatchNorm without affine), three strided 3x3 convolutions
-    (16, 32, 64 channels) to a map of 1/8 the input side; ``heads`` softmax attention maps over it
-    pool one glimpse each (the features where the map looks) and give a keypoint (its expected
-    position). Per-frame vector: the mean-pooled and glimpse features; ``frame_head`` gives the
-    per-frame logits. Trajectories, per frame: the keypoints' positions (minus their clip mean) and
-    velocities, :func:`global_shift` (camera motion) and its running sum, :func:`object_track`;
-    normalised. Clip: two temporal convolutions (kernel 3) over per-frame vector + trajectories,
-    averaged over time (128), beside two 3x3x3 convolutions over the maps (space-time layout,
-    128); a linear layer + ReLU fuses them into the 128-d ``features``; ``head`` gives the logits.
+    Per frame: the frame and :func:`frame_motion` (difference to the next frame, motion energy),
+    normalised (BatchNorm without affine), three strided 3x3 convolutions (16, 32, 64 channels) to
+    a map of 1/8 the input side; ``heads`` softmax attention maps over it pool one feature vector
+    each and give a keypoint (its expected position); the same 8 channels in a :func:`glimpse`
+    (half the side, full resolution, centred on the moving pixels) through three more
+    convolutions. Per-frame vector: the mean-pooled map, the glimpse and the attention-pooled
+    features; ``frame_head`` gives the per-frame logits. Streams: (1) tracks: the keypoints'
+    positions (minus their clip mean) and velocities, :func:`global_shift` (camera motion) and its
+    running sum, :func:`object_track`, normalised, through two temporal convolutions (64); (2) the
+    per-frame vectors through two temporal convolutions (128); (3) two 3x3x3 convolutions over the
+    maps (space-time layout, 128); each averaged over time (and space). A linear layer + ReLU
+    fuses them into the 128-d ``features``; the clip logits are ``head(features)`` plus each
+    stream's own head (``stream_heads``, also trained alone).
     """
 
     feature_dim = 128
