@@ -18,7 +18,16 @@ from dvdgan.config import DataConfig, apply_overrides, get_preset
 from dvdgan.data import build_dataset
 from dvdgan.errors import DataError
 from dvdgan.metrics import dataset_reference as dr
-from dvdgan.metrics.dataset_reference import dataset_classifier, dataset_fingerprint, is_weak
+from dvdgan.metrics.dataset_reference import (
+    DatasetClassifier,
+    dataset_classifier,
+    dataset_fingerprint,
+    frame_motion,
+    global_shift,
+    is_weak,
+    object_track,
+    random_views,
+)
 from dvdgan.metrics.memorisation import memorisation_check, nearest_neighbours, write_memorisation_report
 from videofolders import class_names, make_class_folder, render_clip
 
@@ -77,6 +86,47 @@ def test_trains_judges_real_clips_and_caches(ref, dataset, cache, real):
     assert np.allclose(again.features(videos[:5]), ref.features(videos[:5]))
 
 
+def _square_on_gradient(dy: int, dx: int, frames: int = 6, size: int = 32) -> torch.Tensor:
+    """float [1, 3, T, H, W]: a bright 6x6 square moving (dy, dx) px/frame over a static colour
+    gradient (darker than the square everywhere)."""
+    ramp = torch.linspace(-1.0, 0.2, size)
+    x = torch.stack([ramp[None, :].expand(size, size), ramp[:, None].expand(size, size), -ramp[None, :].expand(
+        size, size) * 0.5])[:, None].repeat(1, frames, 1, 1).clone()
+    for t in range(frames):
+        y0, x0 = 8 + dy * t, 8 + dx * t
+        x[:, t, y0:y0 + 6, x0:x0 + 6] = torch.tensor([1.0, 0.9, 1.0])[:, None, None]
+    return x[None]
+
+
+def test_motion_inputs_see_direction_path_and_camera_motion():
+    right, down = _square_on_gradient(0, 2), _square_on_gradient(2, 0)
+    # the object track follows the moving square, not the graded background
+    for clip, axis in ((right, 1), (down, 0)):
+        track = object_track(clip)[0]
+        steps = track[axis, 1:-1].diff()  # the last frame pair is repeated: skip it
+        assert torch.allclose(steps, torch.full_like(steps, 2 * 2 / 32), atol=0.02), track[axis]
+        assert track[1 - axis].abs().max() < 0.02
+    # the motion energy's sign is the direction of motion (channels 3, 4: -I_t I_y, -I_t I_x)
+    e_right, e_down = frame_motion(right)[0, 3:].sum((1, 2, 3)), frame_motion(down)[0, 3:].sum((1, 2, 3))
+    assert e_right[1] > 0 and abs(e_right[0]) < 0.2 * e_right[1]
+    assert e_down[0] > 0 and abs(e_down[1]) < 0.2 * e_down[0]
+    # a camera pan: the whole textured frame moves one (half-resolution) pixel left per frame
+    scene = torch.rand(3, 32, 96, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    scene = torch.nn.functional.avg_pool2d(scene[None], 3, 1, 1)[0]
+    pan = torch.stack([scene[:, :, 2 * t:2 * t + 32] for t in range(6)], 1)[None]
+    shift = global_shift(pan)[0]  # (dy, dx) per frame pair, in half-resolution px / radius 2
+    assert torch.allclose(shift[1], torch.full((6,), -0.5), atol=0.1) and shift[0].abs().max() < 0.1, shift
+    assert global_shift(pan[:, :, :1]).shape == (1, 2, 1)  # one frame: no motion, no error
+
+
+def test_classifier_shapes_and_views():
+    for t, r in ((8, 32), (1, 16), (4, 64)):
+        model = DatasetClassifier(r, t, 5).eval()
+        f, lg, fl = model.outputs(torch.rand(2, t, 3, r, r) * 2 - 1)
+        assert f.shape == (2, 128) and lg.shape == (2, 5) and fl.shape == (2, t, 5)
+    assert [random_views(n) for n in (48, 200, 480, 640, 1200)] == [3, 3, 2, 1, 1]
+
+
 def test_fingerprint_follows_the_files(folder, dataset):
     idx = np.arange(len(dataset))
     before = dataset_fingerprint(dataset, idx)
@@ -114,8 +164,9 @@ def test_metrics_of_real_wrong_and_broken_videos(ref, real):
 
 def test_weak_classifier_warns(dataset, tmp_path):
     assert is_weak(0.5, 10) and is_weak(0.65, 2) and not is_weak(0.9, 10)
-    with pytest.warns(UserWarning, match="too weak"):
+    with pytest.warns(UserWarning, match="too weak") as caught:
         dataset_classifier(dataset, frames=T, resolution=R, cache_dir=str(tmp_path), progress=False, steps=1)
+    assert all(len(str(w.message).splitlines()) == 1 for w in caught)  # one line
 
 
 def test_unlabelled_or_mismatched_dataset(dataset):

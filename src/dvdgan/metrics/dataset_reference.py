@@ -20,16 +20,24 @@ The returned :class:`DatasetReference` judges a set of (generated) videos agains
   high; ``frame_accuracy``: per-frame predictions against the labels;
 * ``classifier_accuracy``: the classifier's held-out accuracy (how far to trust the rest).
 
-Network (:class:`DatasetClassifier`): frames average-pooled to 16-47 px; each frame stacked with
-its difference to the next (a 2-frame window, so per-frame predictions see direction of motion);
-three per-frame convolutions (1x3x3) give per-frame features and, through ``frame_head``, the
-per-frame logits; two 3x3x3 convolutions over time and global pooling give the clip features and,
-through ``head``, the clip logits. Trained on clip and per-frame cross-entropy together.
+Network (:class:`DatasetClassifier`): a class is often a kind of object *and* a kind of motion
+(colour, size, place and speed being incidental), and on a few hundred clips a 3-D convnet
+learns appearance first and motion barely. So motion is also given explicitly, by fixed
+functions of the clip that apply to real and generated videos alike: the difference to the next
+frame and a motion energy whose sign is the local direction of motion (:func:`frame_motion`),
+the camera's shift between frames (:func:`global_shift`), the path of the moving pixels' centroid
+and the foreground's spread and mass (:func:`object_track`), and a full-resolution glimpse
+centred on the moving pixels (:func:`glimpse`). Three streams (tracks over time; per-frame
+features over time; a space-time convolution) each have a head of their own, trained beside the
+joint head so that none is starved by the one that learns fastest; their pooled outputs are fused
+into the fixed 128-d ``features`` (the Frechet distance's space). Per-frame logits (the
+consistency statistic) come from each frame's features, which see its motion to the next frame.
+Trained on clip, per-frame and per-stream cross-entropy.
 
 Data: at most ``max_clips`` clips (a fixed random subset), each decoded once at the evaluation key
-(first run, centre crop) and once at a random training key; duplicates (a bad file is replaced by
-the next one) are dropped. ``holdout`` of each class (by clip, both views) is held out for the
-accuracy check; every clip serves as real data for the metrics.
+(first run, centre crop) and at 1-3 random training keys (:func:`random_views`); duplicates (a
+bad file is replaced by the next one) are dropped. ``holdout`` of each class (by clip, all its
+views) is held out for the accuracy check; every clip serves as real data for the metrics.
 """
 
 from __future__ import annotations
@@ -68,7 +76,7 @@ __all__ = [
 ]
 
 #: Part of the cache key: bump when the network, the recipe or the statistics change.
-DATASET_REFERENCE_VERSION = "d1"
+DATASET_REFERENCE_VERSION = "d2"
 #: Held-out accuracy below which (or too close to chance) the classifier is called too weak.
 MIN_USEFUL_ACCURACY = 0.6
 
@@ -77,27 +85,164 @@ _BATCH = 32
 _LR = 3e-3
 _WEIGHT_DECAY = 1e-4
 _FRAME_LOSS_WEIGHT = 0.5
+_STREAM_LOSS_WEIGHT = 0.3
+#: How far towards :func:`~dvdgan.metrics.reference.degrade_clips` a degraded training clip goes
+#: (its full blur, up to 1.2 px, turns a 10-px star into a disc at 32x32)
+_DEGRADE_STRENGTH = 0.5
+
+
+def _conv2d_bn(cin: int, cout: int, stride: int) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+
+
+def _next_diff(x: torch.Tensor) -> torch.Tensor:
+    """[B, C, T, ...] -> forward differences x[t+1] - x[t], the last one repeated (zeros for T = 1)."""
+    if x.shape[2] < 2:
+        return torch.zeros_like(x)
+    d = x[:, :, 1:] - x[:, :, :-1]
+    return torch.cat([d, d[:, :, -1:]], 2)
+
+
+def frame_motion(x: torch.Tensor) -> torch.Tensor:
+    """Per-frame motion channels of float videos ``[B, 3, T, H, W]``: the colour difference to the
+    next frame (3) and the grey-level motion energy ``-I_t * I_y``, ``-I_t * I_x`` (2; its local
+    mean is the optical-flow constraint's product ``u I_x^2 + v I_xI_y`` and its transpose, so its
+    sign is the local direction of motion, which a ReLU network cannot form from the frames and
+    their difference alone). ``[B, 5, T, H, W]``."""
+    diff = _next_diff(x)
+    g = x.mean(1, keepdim=True)
+    gt = diff.mean(1, keepdim=True)
+    mid = F.pad((g + g + gt).squeeze(1) / 2, (1, 1, 1, 1), mode="replicate")  # (I_t + I_t+1) / 2
+    ix = (mid[..., 1:-1, 2:] - mid[..., 1:-1, :-2]).unsqueeze(1) / 2
+    iy = (mid[..., 2:, 1:-1] - mid[..., :-2, 1:-1]).unsqueeze(1) / 2
+    return torch.cat([diff, -8 * gt * iy, -8 * gt * ix], 1)
+
+
+def global_shift(x: torch.Tensor, radius: int = 2) -> torch.Tensor:
+    """Whole-frame translation between consecutive frames of float videos ``[B, 3, T, H, W]``, the
+    camera's motion: grey frames at half resolution, the mean absolute difference for every shift
+    within ``radius`` (half-resolution) pixels, soft-argmin over the shifts. ``[B, 2, T]`` (dy, dx
+    in half-resolution pixels / radius; the last pair repeated)."""
+    b, _, t, h, w = x.shape
+    if t < 2:
+        return x.new_zeros(b, 2, t)
+    g = F.avg_pool2d(x.mean(1), 2) if min(h, w) >= 8 else x.mean(1)  # [B, T, h, w]
+    hh, ww = g.shape[2:]
+    k = 2 * radius + 1
+    prev = F.pad(g[:, :-1].reshape(-1, 1, hh, ww), (radius,) * 4, mode="replicate")
+    cols = F.unfold(prev, k).flip(1)  # [N, k*k, hh*ww]: index i holds shift (i // k - r, i % k - r)
+    cost = (cols - g[:, 1:].reshape(-1, 1, hh * ww)).abs().mean(2)  # [N, k*k]
+    p = (-50.0 * cost).softmax(1)
+    r = torch.arange(-radius, radius + 1, dtype=x.dtype, device=x.device)
+    offsets = torch.stack([r.repeat_interleave(k), r.repeat(k)], 1) / radius  # [k*k, 2]
+    s = (p @ offsets).view(b, t - 1, 2).transpose(1, 2)
+    return torch.cat([s, s[:, :, -1:]], 2)
+
+
+def moving_centroid(x: torch.Tensor, noise: float = 0.05) -> tuple[torch.Tensor, torch.Tensor]:
+    """(centroid (y, x) in [-1, 1] ``[B, 2, T]``, mass ``[B, T]``) of the moving pixels of float videos
+    ``[B, 3, T, H, W]``: the largest colour change to the next frame above ``noise``, as a weight.
+    A frame pair where nothing moves has no mass and its centroid is the frame's centre."""
+    h, w = x.shape[3:]
+    ys = (torch.arange(h, dtype=x.dtype, device=x.device) + 0.5) / h * 2 - 1
+    xs = (torch.arange(w, dtype=x.dtype, device=x.device) + 0.5) / w * 2 - 1
+    moving = (_next_diff(x).abs().amax(1) - noise).clamp_min(0)  # [B, T, H, W]
+    m = moving.sum((2, 3))
+    safe = m.clamp_min(1e-3)
+    return torch.stack([(moving.sum(3) * ys).sum(2) / safe, (moving.sum(2) * xs).sum(2) / safe], 1), m
+
+
+def glimpse(x: torch.Tensor, centre: torch.Tensor) -> torch.Tensor:
+    """Per-frame crops of half the side, at full resolution, centred on ``centre`` (``[B, 2, T]``,
+    (y, x) in [-1, 1]) of videos ``[B, C, T, H, W]``: ``[B*T, C, H/2, W/2]`` (edges repeated)."""
+    b, c, t, h, w = x.shape
+    cy, cx = centre.transpose(1, 2).reshape(-1, 2).unbind(1)
+    theta = x.new_zeros(b * t, 2, 3)
+    theta[:, 0, 0], theta[:, 1, 1], theta[:, 0, 2], theta[:, 1, 2] = 0.5, 0.5, cx, cy
+    grid = F.affine_grid(theta, [b * t, c, h // 2, w // 2], align_corners=False)
+    return F.grid_sample(x.transpose(1, 2).reshape(b * t, c, h, w), grid, padding_mode="border", align_corners=False)
+
+
+def object_track(x: torch.Tensor, threshold: float = 0.2, noise: float = 0.05,
+                 moving: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+    """Track of the moving object in float videos ``[B, 3, T, H, W]``, per frame (``[B, 6, T]``,
+    each minus its mean over the clip, so it does not depend on where the object is or how big):
+
+    * the centroid (y, x) of the *moving* pixels (largest colour change to the next frame above
+      ``noise``, weighted by it) and its log mass: the object's path, unaffected by a textured or
+      graded background, which does not move (a static frame pair has no mass: its centroid is
+      the frame's centre);
+    * the log spread (y, x) and log mass of the foreground as in
+      :func:`~dvdgan.data.shapes.motion_statistic` (distance from the clip's median colour above
+      ``threshold``): growing, shrinking, zooming.
+
+    ``moving``: :func:`moving_centroid` of ``x`` if already computed.
+    """
+    h, w = x.shape[3:]
+    ys = (torch.arange(h, dtype=x.dtype, device=x.device) + 0.5) / h * 2 - 1
+    xs = (torch.arange(w, dtype=x.dtype, device=x.device) + 0.5) / w * 2 - 1
+    centre, m = moving if moving is not None else moving_centroid(x, noise)
+    cy, cx = centre.unbind(1)
+    v = (x + 1) / 2
+    bg = v[..., ::2, ::2].flatten(2).median(2).values[:, :, None, None, None]  # a subsample: faster
+    fg = ((v - bg).abs().amax(1) / threshold).clamp(0, 1)  # [B, T, H, W]
+    mass = fg.sum((2, 3)).clamp_min(1e-3)
+    py, px = fg.sum(3), fg.sum(2)
+    fy, fx = (py * ys).sum(2) / mass, (px * xs).sum(2) / mass
+    sy = ((py * ys**2).sum(2) / mass - fy**2).clamp_min(1e-4).log() / 2
+    sx = ((px * xs**2).sum(2) / mass - fx**2).clamp_min(1e-4).log() / 2
+    track = torch.stack([cy, cx, (m + 1).log(), sy, sx, mass.log()], 1)
+    return track - track.mean(2, keepdim=True)
 
 
 class DatasetClassifier(nn.Module):
-    """Clip and per-frame classifier of float videos ``[B, T, 3, H, W]`` in [-1, 1]."""
+    """Clip and per-frame classifier of float videos ``[B, T, 3, H, W]`` in [-1, 1].
+
+    Per frame: the frame and :func:`frame_motion` (difference to the next frame, motion energy),
+    normalised (BatchNorm without affine), three strided 3x3 convolutions (16, 32, 64 channels) to
+    a map of 1/8 the input side; ``heads`` softmax attention maps over it pool one feature vector
+    each and give a keypoint (its expected position); the same 8 channels in a :func:`glimpse`
+    (half the side, full resolution, centred on the moving pixels) through three more
+    convolutions. Per-frame vector: the mean-pooled map, the glimpse and the attention-pooled
+    features; ``frame_head`` gives the per-frame logits. Streams: (1) tracks: the keypoints'
+    positions (minus their clip mean) and velocities, :func:`global_shift` (camera motion) and its
+    running sum, :func:`object_track`, normalised, through two temporal convolutions (64); (2) the
+    per-frame vectors through two temporal convolutions (128); (3) two 3x3x3 convolutions over the
+    maps (space-time layout, 128); each averaged over time (and space). A linear layer + ReLU
+    fuses them into the 128-d ``features``; the clip logits are ``head(features)`` plus each
+    stream's own head (``stream_heads``, also trained alone).
+    """
 
     feature_dim = 128
+    heads = 4
+    width = 16
 
     def __init__(self, resolution: int, frames: int, num_classes: int) -> None:
         super().__init__()
         self.resolution, self.frames, self.num_classes = int(resolution), int(frames), int(num_classes)
         self.pool = input_pool(self.resolution)
-        self.frame_body = nn.Sequential(
-            conv_bn(6, 16, (1, 3, 3), (1, 2, 2)),
-            conv_bn(16, 32, (1, 3, 3), (1, 2, 2)),
-            conv_bn(32, 64, (1, 3, 3), (1, 2, 2)),
+        w, k = self.width, self.heads
+        self.in_norm = nn.BatchNorm2d(8, affine=False)
+        self.frame_body = nn.Sequential(_conv2d_bn(8, w, 2), _conv2d_bn(w, 2 * w, 2), _conv2d_bn(2 * w, 4 * w, 2))
+        self.attend = nn.Conv2d(4 * w, k, 1)
+        self.fovea_body = nn.Sequential(_conv2d_bn(8, w, 1), _conv2d_bn(w, 2 * w, 2), _conv2d_bn(2 * w, 4 * w, 2))
+        per_frame = 4 * w * (2 + k)
+        tracks = 4 * k + 4 + 6
+        self.frame_head = nn.Linear(per_frame, self.num_classes)
+        self.track_norm = nn.BatchNorm1d(tracks, affine=False)
+        self.track_body = nn.Sequential(
+            nn.Conv1d(tracks, 64, 3, padding=1, bias=False), nn.BatchNorm1d(64), nn.ReLU(inplace=True),
+            nn.Conv1d(64, 64, 3, padding=1, bias=False), nn.BatchNorm1d(64), nn.ReLU(inplace=True),
         )
-        self.frame_head = nn.Linear(64, self.num_classes)
-        self.clip_body = nn.Sequential(
-            conv_bn(64, 96, (3, 3, 3), (2, 2, 2)),
-            conv_bn(96, self.feature_dim, (3, 3, 3), (1, 1, 1)),
+        self.temporal = nn.Sequential(
+            nn.Conv1d(per_frame, 128, 3, padding=1, bias=False), nn.BatchNorm1d(128), nn.ReLU(inplace=True),
+            nn.Conv1d(128, 128, 3, padding=1, bias=False), nn.BatchNorm1d(128), nn.ReLU(inplace=True),
         )
+        self.clip_body = nn.Sequential(conv_bn(4 * w, 96, (3, 3, 3), (2, 2, 2)), conv_bn(96, 128, (3, 3, 3), (1, 1, 1)))
+        #: one head per stream (tracks, per-frame features over time, space-time maps), trained
+        #: beside the joint head so that no stream is left unused by the one that learns fastest
+        self.stream_heads = nn.ModuleList(nn.Linear(n, self.num_classes) for n in (64, 128, 128))
+        self.fuse = nn.Sequential(nn.Linear(64 + 128 + 128, self.feature_dim), nn.ReLU(inplace=True))
         self.head = nn.Linear(self.feature_dim, self.num_classes)
 
     def _check(self, x: torch.Tensor) -> None:
@@ -109,15 +254,41 @@ class DatasetClassifier(nn.Module):
 
     def outputs(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(clip features [B, 128], clip logits [B, C], per-frame logits [B, T, C])."""
+        return self.all_outputs(x)[:3]
+
+    def all_outputs(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[torch.Tensor]]:
+        """:meth:`outputs` and the per-stream logits (tracks, per-frame features, space-time)."""
         self._check(x)
         x = x.transpose(1, 2)  # [B, 3, T, H, W]
         if self.pool > 1:
             x = F.avg_pool3d(x, (1, self.pool, self.pool))
-        diff = F.pad(x[:, :, 1:] - x[:, :, :-1], (0, 0, 0, 0, 0, 1))
-        h = self.frame_body(torch.cat([x, diff], dim=1))  # [B, 64, T, h, w]
-        frame_logits = self.frame_head(h.mean(dim=(3, 4)).transpose(1, 2))
-        feats = self.clip_body(h).mean(dim=(2, 3, 4))
-        return feats, self.head(feats), frame_logits
+        b, _, t = x.shape[:3]
+        with torch.no_grad():  # fixed functions of the input: nothing to learn through them
+            inp = torch.cat([x, frame_motion(x)], 1)  # [B, 8, T, H, W]
+            moving = moving_centroid(x)
+            fixed_tracks = torch.cat([global_shift(x), object_track(x, moving=moving)], 1)  # [B, 8, T]
+            fovea = glimpse(inp, moving[0])  # [B*T, 8, H/2, W/2]
+            inp = inp.transpose(1, 2).flatten(0, 1)  # [B*T, 8, H, W]
+        h = self.frame_body(self.in_norm(inp))  # [B*T, 64, h, w]
+        seen = self.fovea_body(self.in_norm(fovea)).mean((2, 3))
+        hh, ww = h.shape[2:]
+        att = self.attend(h).flatten(2).softmax(-1)  # [B*T, K, h*w]
+        glimpses = torch.einsum("nkp,ncp->nkc", att, h.flatten(2)).flatten(1)
+        per_frame = torch.cat([h.mean((2, 3)), seen, glimpses], 1).view(b, t, -1)  # [B, T, 64 (2 + K)]
+        frame_logits = self.frame_head(per_frame)
+        att = att.view(-1, self.heads, hh, ww)
+        ys = (torch.arange(hh, dtype=x.dtype, device=x.device) + 0.5) / hh * 2 - 1
+        xs = (torch.arange(ww, dtype=x.dtype, device=x.device) + 0.5) / ww * 2 - 1
+        keypoints = torch.cat([(att.sum(3) * ys).sum(2), (att.sum(2) * xs).sum(2)], 1)  # [B*T, 2K]
+        keypoints = keypoints.view(b, t, -1).transpose(1, 2)
+        keypoints = keypoints - keypoints.mean(2, keepdim=True)
+        tracks = torch.cat([keypoints, _next_diff(keypoints[:, None])[:, 0], fixed_tracks,
+                            fixed_tracks[:, :2].cumsum(2)], 1)  # [B, 4K + 10, T]
+        streams = [self.track_body(self.track_norm(tracks)).mean(2), self.temporal(per_frame.transpose(1, 2)).mean(2),
+                   self.clip_body(h.view(b, t, *h.shape[1:]).transpose(1, 2)).mean((2, 3, 4))]
+        feats = self.fuse(torch.cat(streams, 1))
+        stream_logits = [head(z) for head, z in zip(self.stream_heads, streams)]
+        return feats, self.head(feats) + sum(stream_logits), frame_logits, stream_logits
 
     def features_and_logits(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         f, lg, _ = self.outputs(x)
@@ -289,8 +460,16 @@ def dataset_fingerprint(dataset: Any, indices: np.ndarray) -> str:
     return h.hexdigest()
 
 
-def _decode(dataset: Any, indices: np.ndarray, progress: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(eval-key clips [N, T, H, W, 3], random-key clips [N, ...], labels [N]); duplicates dropped."""
+def random_views(num_clips: int) -> int:
+    """Random-key views decoded per clip besides the evaluation one: about 800 training views in
+    all, 1 to 3 per clip (a small dataset gets more temporal windows of each clip)."""
+    return int(min(3, max(1, round(800 / max(num_clips, 1)))))
+
+
+def _decode(dataset: Any, indices: np.ndarray, progress: bool, views: int = 1,
+            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(eval-key clips [N, T, H, W, 3], random-key clips [views, N, ...], labels [N]); duplicates
+    dropped."""
     seen: set[bytes] = set()
     evals, randoms, labels = [], [], []
     for i in tqdm(indices, desc="reference classifier: decoding", disable=not progress, leave=False, unit="clip"):
@@ -300,11 +479,11 @@ def _decode(dataset: Any, indices: np.ndarray, progress: bool) -> tuple[torch.Te
             continue
         seen.add(digest)
         evals.append(video)
-        randoms.append(dataset[(int(i), 7919 * int(i) + 1)][0])
+        randoms.append(torch.stack([dataset[(int(i), 7919 * int(i) + 1 + 104729 * v)][0] for v in range(views)]))
         labels.append(int(label))
     if not evals:
         raise DataError("the reference classifier found no labelled clips in the dataset")
-    return torch.stack(evals), torch.stack(randoms), torch.tensor(labels, dtype=torch.long)
+    return torch.stack(evals), torch.stack(randoms, 1), torch.tensor(labels, dtype=torch.long)
 
 
 def _holdout_mask(labels: np.ndarray, fraction: float) -> np.ndarray:
@@ -336,11 +515,13 @@ def _train(train_x: torch.Tensor, train_y: torch.Tensor, num_classes: int, steps
         model.train()
         for _ in tqdm(range(steps), desc="reference classifier: training", disable=not progress, leave=False):
             idx = torch.randint(0, train_x.shape[0], (min(_BATCH, train_x.shape[0]),), generator=gen)
-            x = degrade_clips(to_model_input(train_x[idx]), gen).to(device)
+            x = to_model_input(train_x[idx])
+            x = (x + _DEGRADE_STRENGTH * (degrade_clips(x, gen) - x)).to(device)
             y = train_y[idx].to(device)
-            _, logits, frame_logits = model.outputs(x)
+            _, logits, frame_logits, stream_logits = model.all_outputs(x)
             loss = F.cross_entropy(logits, y) + _FRAME_LOSS_WEIGHT * F.cross_entropy(
                 frame_logits.flatten(0, 1), y.repeat_interleave(t))
+            loss = loss + _STREAM_LOSS_WEIGHT * sum(F.cross_entropy(lg, y) for lg in stream_logits)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -457,7 +638,7 @@ def dataset_classifier(
 def _build(dataset, indices, names, frames, resolution, device, holdout, progress, num_threads, fingerprint,
            steps) -> DatasetReference:
     start = time.perf_counter()
-    evals, randoms, labels = _decode(dataset, indices, progress)
+    evals, randoms, labels = _decode(dataset, indices, progress, random_views(len(indices)))
     if tuple(evals.shape[1:4]) != (frames, resolution, resolution):
         raise DataError(f"the dataset gives clips of {tuple(evals.shape[1:4])} (frames, H, W), "
                         f"not {(frames, resolution, resolution)}")
@@ -470,8 +651,8 @@ def _build(dataset, indices, names, frames, resolution, device, holdout, progres
     else:
         held_idx, train_idx = np.flatnonzero(held), np.flatnonzero(~held)
     tr = torch.from_numpy(train_idx)
-    train_x = torch.cat([evals[tr], randoms[tr]])
-    train_y = torch.cat([labels[tr], labels[tr]])
+    train_x = torch.cat([evals[tr], *randoms[:, tr]])
+    train_y = labels[tr].repeat(1 + randoms.shape[0])
     old = torch.get_num_threads()
     if num_threads is not None:
         torch.set_num_threads(num_threads)
