@@ -13,14 +13,19 @@ Sections (``sections=`` / ``--only``):
     second (the G-update batch over the step time), peak memory (CPU: the process's peak resident
     set during the step, VmHWM after resetting it; CUDA: ``torch.cuda.max_memory_allocated``).
     Real batches are fixed random clips already in memory: data loading is the ``data``
-    section's business.
+    section's business. Also timed, interleaved (``baseline``, on by default): the straightforward
+    step at the widths of equal FLOPs (:func:`width_matched_baseline`), so that the FLOP/s of our
+    step and of the same architecture in the literal formulation are compared at equal work
+    (``baseline_flop_rate_ratio``). On CPU every step also gets its process CPU time
+    (``cpu_seconds``), which a loaded machine disturbs less than the wall time.
 ``step64``
     The same at ``kinetics600-12x64`` with ``model.g_ch=32 model.d_ch=32`` (``large_batch`` videos).
 ``flops``
     FLOPs of one training step (``torch.utils.flop_counter.FlopCounterMode``: convolutions and
     matrix products, forward and backward) over its median time, against the fp32
     matrix-multiply FLOP/s (``torch.mm``, square ``matmul_size``) measured in the same run,
-    interleaved with the steps.
+    interleaved with the steps (on CPU also per second of CPU time). ``targets`` / ``targets_met``:
+    issue 18's goals (:data:`TARGETS`) and whether this run meets them.
 ``sample``
     Latency of the EMA generator (eval mode) for two 48-frame 64x64 videos at the paper's width
     (``kinetics600-48x64``, ch = 128; the paper: under 150 ms on one TPU core). On CUDA measured
