@@ -11,8 +11,17 @@ import torch
 import torch.nn.functional as F
 
 from conftest import TINY_NETWORK as TINY
-from dvdgan.bench import BenchOptions, FullVideoDiscriminator, format_table, run_bench
+from dvdgan.bench import (
+    TARGETS,
+    BenchOptions,
+    FullVideoDiscriminator,
+    format_table,
+    run_bench,
+    straightforward_step_flops,
+    width_matched_baseline,
+)
 from dvdgan.cli import main
+from dvdgan.config import load_config
 from dvdgan.models import DualDiscriminator
 from dvdgan.models.generator import Generator
 from dvdgan.models.layers import (
@@ -51,11 +60,34 @@ def test_bench_command_runs_a_subset_and_writes_json(tmp_path, capsys):
     f = next(iter(r["flops"].values()))
     assert 0 < f["flops_per_step"] < f["reference_flops_per_step"]  # the fused convolutions do less work
     assert f["matmul_fp32_flops_per_s"] > 0
+    # the straightforward step at the widths of equal FLOPs, timed in the same run (issue 18)
+    bl = st["baseline"]
+    assert bl["formulation"] == "straightforward" and 1 <= bl["g_ch"] <= 4 and bl["d_ch"] == bl["g_ch"]
+    assert bl["seconds"] > 0 and bl["cpu_seconds"] > 0 and len(bl["all_seconds"]) == 1
+    assert bl["flops_per_s"] == pytest.approx(bl["flops_per_step"] / bl["seconds"])
+    assert st["flops_per_s"] == pytest.approx(f["flops_per_step"] / st["optimised"]["seconds"])
+    assert r["baseline_flop_rate_ratio"] == pytest.approx(st["flops_per_s"] / bl["flops_per_s"])
+    assert r["baseline_flop_rate_ratio_cpu_time"] > 0 and r["step_speedup_cpu_time"] > 0
+    assert 0 < f["fraction_of_matmul_cpu_time"] and f["matmul_fp32_flops_per_cpu_s"] > 0
+    assert r["targets"] == TARGETS and set(r["targets_met"]) == set(TARGETS)
+    assert r["targets_met"]["step_speedup"] == (r["step_speedup"] >= 2.0)
     d = r["dual"]["4x16x16"]
     assert d["timed_d_ch"] == 4 and d["flops"]["dual"]["forward_backward"] > d["flops"]["dual"]["forward"] > 0
     assert r["dual_vs_full_d_size"] == "4x16x16"
     text = capsys.readouterr().out
-    assert "step_speedup=" in text and "| train step shapes" in text
+    assert "step_speedup=" in text and "| train step shapes" in text and "baseline_flop_rate_ratio=" in text
+    assert "straightforward step at equal FLOPs" in text
+
+
+def test_width_matched_baseline_is_the_nearest_width_in_flops():
+    cfg = load_config("shapes", [*TINY, "model.g_ch=6", "model.d_ch=3"])
+    target = 1.3 * straightforward_step_flops(load_config("shapes", [*TINY, "model.g_ch=4", "model.d_ch=2"]), 4)
+    matched, predicted = width_matched_baseline(cfg, 4, target)
+    assert (matched.model.g_ch, matched.model.d_ch) in {(4, 2), (6, 3)}  # widths keep their 2:1 ratio
+    assert predicted == straightforward_step_flops(matched, 4)  # the fitted quadratic is exact
+    c = matched.model.d_ch
+    others = [load_config("shapes", [*TINY, f"model.g_ch={2 * k}", f"model.d_ch={k}"]) for k in (c - 1, c + 1)]
+    assert all(abs(straightforward_step_flops(o, 4) - target) >= abs(predicted - target) for o in others)
 
 
 def test_bench_sample_and_data_sections_tiny():

@@ -13,14 +13,19 @@ Sections (``sections=`` / ``--only``):
     second (the G-update batch over the step time), peak memory (CPU: the process's peak resident
     set during the step, VmHWM after resetting it; CUDA: ``torch.cuda.max_memory_allocated``).
     Real batches are fixed random clips already in memory: data loading is the ``data``
-    section's business.
+    section's business. Also timed, interleaved (``baseline``, on by default): the straightforward
+    step at the widths of equal FLOPs (:func:`width_matched_baseline`), so that the FLOP/s of our
+    step and of the same architecture in the literal formulation are compared at equal work
+    (``baseline_flop_rate_ratio``). On CPU every step also gets its process CPU time
+    (``cpu_seconds``), which a loaded machine disturbs less than the wall time.
 ``step64``
     The same at ``kinetics600-12x64`` with ``model.g_ch=32 model.d_ch=32`` (``large_batch`` videos).
 ``flops``
     FLOPs of one training step (``torch.utils.flop_counter.FlopCounterMode``: convolutions and
     matrix products, forward and backward) over its median time, against the fp32
     matrix-multiply FLOP/s (``torch.mm``, square ``matmul_size``) measured in the same run,
-    interleaved with the steps.
+    interleaved with the steps (on CPU also per second of CPU time). ``targets`` / ``targets_met``:
+    issue 18's goals (:data:`TARGETS`) and whether this run meets them.
 ``sample``
     Latency of the EMA generator (eval mode) for two 48-frame 64x64 videos at the paper's width
     (``kinetics600-48x64``, ch = 128; the paper: under 150 ms on one TPU core). On CUDA measured
@@ -72,6 +77,9 @@ SAMPLE_PRESET, SAMPLE_FRAMES, SAMPLE_VIDEOS = "kinetics600-48x64", 48, 2
 DUAL_SIZES = ("12x64x64", "48x128x128")
 DUAL_PRESETS = {64: "kinetics600-12x64", 128: "kinetics600-48x128", 256: "kinetics600-12x256"}
 DATA_SIZES = ((12, 64), (48, 128))
+# issue 18's targets at the default preset: the step's FLOP/s >= 0.8 of the fp32 matmul's, >= 1.2x the
+# width-matched straightforward step's FLOP/s, and >= 2x faster than the straightforward formulation
+TARGETS = {"flops_fraction_of_matmul": 0.8, "baseline_flop_rate_ratio": 1.2, "step_speedup": 2.0}
 
 
 @dataclasses.dataclass
@@ -88,6 +96,7 @@ class BenchOptions:
     batch: int | None = None  # per-replica batch of the step; None: the preset's (at most 32 on CPU, 16 on CUDA)
     large_batch: int = 2
     matmul_size: int = 2048
+    baseline: bool = True  # the width-matched straightforward step in the main step section
     sample_frames: int | None = None  # None: 48 on CUDA, 2 (then scaled) on CPU
     sample_ch: int | None = None  # None: the paper's width (ch = 128)
     dual_ch: int | None = None  # None: paper widths on CUDA, 16 on CPU
@@ -116,6 +125,12 @@ def _timed(fn: Callable[[], Any], device: torch.device) -> float:
     fn()
     _sync(device)
     return time.perf_counter() - t0
+
+
+def _clocked(fn: Callable[[], Any], clock: Callable[[], float]) -> float:
+    t0 = clock()
+    fn()
+    return clock() - t0
 
 
 def _median(xs: list[float]) -> float:
@@ -186,12 +201,16 @@ class _Bar:
 
 
 def matmul_flops_per_s(device: torch.device, n: int = 2048, dtype: torch.dtype = torch.float32,
-                       calls: int = 2) -> float:
-    """FLOP/s of ``torch.mm`` of two n x n matrices (2 n^3 FLOPs), best of ``calls`` after one warm-up."""
+                       calls: int = 2, clock: Callable[[], float] | None = None) -> float:
+    """FLOP/s of ``torch.mm`` of two n x n matrices (2 n^3 FLOPs), best of ``calls`` after one warm-up;
+    ``clock``: e.g. ``time.process_time`` for the rate per second of CPU time (default: wall time)."""
     a = torch.randn(n, n, device=device, dtype=dtype)
     b = torch.randn(n, n, device=device, dtype=dtype)
     torch.mm(a, b)
-    best = min(_timed(lambda: torch.mm(a, b), device) for _ in range(calls))
+    if clock is None:
+        best = min(_timed(lambda: torch.mm(a, b), device) for _ in range(calls))
+    else:
+        best = min(_clocked(lambda: torch.mm(a, b), clock) for _ in range(calls))
     return 2 * n**3 / best
 
 
@@ -247,19 +266,30 @@ class StraightforwardStep:
     and D_S's frames from the global RNG in the trainer's order, so from the same seed both compute
     the same update (tests/test_training.py)."""
 
-    def __init__(self, trainer):
+    def __init__(self, trainer=None, *, cfg: Config | None = None, device: str | torch.device | None = None,
+                 batch: int | None = None, seed: int = 0):
+        """From ``trainer`` (its config, device, batch and weights), or with fresh weights drawn from
+        ``seed`` for ``cfg`` on ``device`` (``"meta"``: no memory, for counting FLOPs) at ``batch``."""
         from dvdgan.models.straightforward import StraightforwardDualDiscriminator, build_straightforward_generator
 
-        self.cfg, self.device = trainer.cfg, trainer.device
+        if trainer is not None:
+            cfg, device, batch = trainer.cfg, trainer.device, trainer.per_replica_batch
+        elif cfg is None or batch is None:
+            raise ValueError("pass a trainer, or cfg and batch")
+        self.cfg, self.device = cfg, torch.device(device or "cpu")
         m, t = self.cfg.model, self.cfg.train
-        self.G = build_straightforward_generator(m).to(self.device)
-        self.D = StraightforwardDualDiscriminator(m).to(self.device)
-        self.G.load_state_dict(trainer.G.state_dict())
-        self.D.load_state_dict(trainer.D.state_dict())
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            with torch.device(self.device):
+                self.G = build_straightforward_generator(m)
+                self.D = StraightforwardDualDiscriminator(m)
+        if trainer is not None:
+            self.G.load_state_dict(trainer.G.state_dict())
+            self.D.load_state_dict(trainer.D.state_dict())
         self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False)
         self.opt_g = torch.optim.Adam(self.G.parameters(), lr=t.lr_g, betas=tuple(t.adam_betas), eps=t.adam_eps)
         self.opt_d = torch.optim.Adam(self.D.parameters(), lr=t.lr_d, betas=tuple(t.adam_betas), eps=t.adam_eps)
-        self.batch, self.step = trainer.per_replica_batch, 0
+        self.batch, self.step = batch, 0
 
     def _draw(self, batches: Iterator):
         m = self.cfg.model
@@ -314,6 +344,42 @@ def _seeded_step(step: Callable[[Iterator], Any], batches: Iterator, seed: int) 
     return run
 
 
+def straightforward_step_flops(cfg: Config, batch: int, device: str | torch.device = "cpu") -> int:
+    """FLOPs of one :class:`StraightforwardStep` of ``cfg`` at ``batch`` (fresh weights)."""
+    step = StraightforwardStep(cfg=cfg, device=device, batch=batch)
+    return count_flops(_seeded_step(step, FixedBatches(cfg.model, batch), 7))
+
+
+def width_matched_baseline(cfg: Config, batch: int, target_flops: float,
+                           device: str | torch.device = "cpu") -> tuple[Config, int]:
+    """``cfg`` with the widths (g_ch, d_ch in their ratio) at which the straightforward step does the
+    FLOPs closest to ``target_flops``, and the FLOPs it does there.
+
+    Every counted operation (convolution, matrix product) multiplies at most two channel counts, so
+    with both widths c times a fixed pair the step's FLOPs are exactly a quadratic in c: counted at
+    c = 1, 2, 3 (tiny networks), solved for the target, the nearer integer taken."""
+    g, d = cfg.model.g_ch, cfg.model.d_ch
+    k = math.gcd(g, d)
+
+    def at(c: int) -> Config:
+        return apply_overrides(cfg, [f"model.g_ch={g // k * c}", f"model.d_ch={d // k * c}"])
+
+    f1, f2, f3 = (straightforward_step_flops(at(c), batch, device) for c in (1, 2, 3))
+    a2 = f3 - 2 * f2 + f1  # 2a
+    b = f2 - f1 - 1.5 * a2
+    e = f1 - a2 / 2 - b
+
+    def predicted(c: int) -> float:
+        return a2 / 2 * c * c + b * c + e
+
+    if a2 > 0:
+        root = (-b + math.sqrt(max(b * b - 2 * a2 * (e - target_flops), 0.0))) / a2
+    else:
+        root = (target_flops - e) / b
+    c = min({max(1, math.floor(root)), max(1, math.ceil(root))}, key=lambda c: abs(predicted(c) - target_flops))
+    return at(c), round(predicted(c))
+
+
 def _step_batch(cfg: Config, device: torch.device, batch: int | None) -> int:
     if batch:
         return batch
@@ -323,8 +389,9 @@ def _step_batch(cfg: Config, device: torch.device, batch: int | None) -> int:
 
 
 def bench_step(cfg: Config, batch: int, device: torch.device, opts: BenchOptions, ctx: dict, repeats: int,
-               label: str) -> dict[str, Any]:
-    """Optimised vs straightforward training step, interleaved, medians."""
+               label: str, baseline: bool = False) -> dict[str, Any]:
+    """Optimised vs straightforward training step, interleaved, medians; with ``baseline`` also the
+    straightforward step at the widths of equal FLOPs (:func:`width_matched_baseline`)."""
     tmp = Path(tempfile.mkdtemp(prefix="dvdgan-bench-"))
     cuda = device.type == "cuda"
     trainers, steps = {}, {}
@@ -336,10 +403,18 @@ def bench_step(cfg: Config, batch: int, device: torch.device, opts: BenchOptions
             steps[name] = tr.train_step
         steps["reference"] = StraightforwardStep(trainers["optimised"])
         batches = FixedBatches(cfg.model, batch)
+        count_on = "fast_fp32_eager" if cuda else "optimised"
+        flops: dict[str, int] = {}
+        matched = None
+        if baseline:  # FLOPs of our step first: the baseline's widths are chosen to match them
+            flops[count_on] = count_flops(_seeded_step(steps[count_on], batches, 7))
+            matched, _ = width_matched_baseline(cfg, batch, flops[count_on], device)
+            steps["baseline"] = StraightforwardStep(cfg=matched, device=device, batch=batch)
         optimised = {name: name == "optimised" and cuda for name in steps}
         bar = _Bar(len(steps) * (max(opts.warmup, 2 if cuda else 0) + repeats), f"{label}: training step",
                    opts.progress)
         times: dict[str, list[float]] = {k: [] for k in steps}
+        cpu_times: dict[str, list[float]] = {k: [] for k in steps}  # process CPU time (the load's share removed)
         peaks: dict[str, _PeakMemory] = {}
         warmup = max(opts.warmup, 2) if cuda else opts.warmup  # compilation, autotuning
         for name, step in steps.items():  # warm-up (and, with compile, compilation)
@@ -355,14 +430,19 @@ def bench_step(cfg: Config, batch: int, device: torch.device, opts: BenchOptions
         for r in range(repeats):
             order = names if r % 2 == 0 else names[::-1]
             for name in order:
+                c0 = time.process_time()
                 if name not in peaks:
                     with _PeakMemory(device) as pm:
                         times[name].append(_timed(_seeded_step(steps[name], batches, r), device))
                     peaks[name] = pm
                 else:
                     times[name].append(_timed(_seeded_step(steps[name], batches, r), device))
+                cpu_times[name].append(time.process_time() - c0)
                 bar.update()
             ctx["matmul_samples"].append(matmul_flops_per_s(device, opts.matmul_size))
+            if not cuda:
+                ctx["matmul_cpu_time_samples"].append(
+                    matmul_flops_per_s(device, opts.matmul_size, clock=time.process_time))
         bar.close()
         out: dict[str, Any] = {
             "preset": cfg.name, "overrides": list(ctx.get("overrides_of", {}).get(label, [])),
@@ -374,17 +454,30 @@ def bench_step(cfg: Config, batch: int, device: torch.device, opts: BenchOptions
             s = _median(times[name])
             out[name] = {
                 "seconds": s, "videos_per_s": batch / s, "all_seconds": times[name],
+                "cpu_seconds": _median(cpu_times[name]), "all_cpu_seconds": cpu_times[name],
                 "peak_memory_mb": peaks[name].mb, "memory_kind": peaks[name].kind,
-                "formulation": "straightforward" if name == "reference" else "optimised",
+                "formulation": "optimised" if name in trainers else "straightforward",
                 "compile": optimised[name], "bf16": optimised[name],
             }
         out["speedup"] = out["reference"]["seconds"] / out["optimised"]["seconds"]
+        out["speedup_cpu_time"] = out["reference"]["cpu_seconds"] / out["optimised"]["cpu_seconds"]
         out["data_demand_clips_per_s"] = batch * cfg.train.d_steps / out["optimised"]["seconds"]
         # FLOPs of the step as executed by each formulation (eager fp32: what the counter sees)
-        count_on = "fast_fp32_eager" if cuda else "optimised"
-        if "flops" in opts.sections:
-            out["flops_per_step"] = count_flops(_seeded_step(steps[count_on], batches, 7))
+        if "flops" in opts.sections or baseline:
+            if count_on not in flops:
+                flops[count_on] = count_flops(_seeded_step(steps[count_on], batches, 7))
+            out["flops_per_step"] = flops[count_on]
             out["reference_flops_per_step"] = count_flops(_seeded_step(steps["reference"], batches, 7))
+        if baseline:
+            bl = out["baseline"]
+            bl["g_ch"], bl["d_ch"] = matched.model.g_ch, matched.model.d_ch
+            bl["flops_per_step"] = count_flops(_seeded_step(steps["baseline"], batches, 7))
+            bl["what"] = "the straightforward step (models/straightforward.py) at the widths of equal FLOPs"
+            for key, clock in (("", "seconds"), ("_cpu_time", "cpu_seconds")):
+                ours = out["flops_per_step"] / out["optimised"][clock]
+                theirs = bl["flops_per_step"] / bl[clock]
+                out[f"flops_per_s{key}"], bl[f"flops_per_s{key}"] = ours, theirs
+                out[f"baseline_flop_rate_ratio{key}"] = ours / theirs
         return out
     finally:
         for tr in trainers.values():
@@ -393,10 +486,15 @@ def bench_step(cfg: Config, batch: int, device: torch.device, opts: BenchOptions
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _flops_summary(step: dict[str, Any], matmul: float) -> dict[str, Any]:
+def _flops_summary(step: dict[str, Any], matmul: float, matmul_cpu: float | None = None) -> dict[str, Any]:
     s = step["optimised"]["seconds"]
     achieved = step["flops_per_step"] / s
-    return {
+    extra = {}
+    if matmul_cpu:  # per second of CPU time, against the matmul per second of CPU time
+        achieved_cpu = step["flops_per_step"] / step["optimised"]["cpu_seconds"]
+        extra = {"achieved_flops_per_cpu_s": achieved_cpu, "matmul_fp32_flops_per_cpu_s": matmul_cpu,
+                 "fraction_of_matmul_cpu_time": achieved_cpu / matmul_cpu}
+    return {**extra,
         "flops_per_step": step["flops_per_step"],
         "reference_flops_per_step": step["reference_flops_per_step"],
         "step_seconds": s,
@@ -744,9 +842,10 @@ def run_bench(opts: BenchOptions) -> dict[str, Any]:
     if device.type == "cuda" and device.index is None:
         device = torch.device("cuda", torch.cuda.current_device())
     cfg = load_config(opts.preset, list(opts.overrides), opts.config_path)
-    ctx: dict[str, Any] = {"matmul_samples": [], "overrides_of": {}}
+    ctx: dict[str, Any] = {"matmul_samples": [], "matmul_cpu_time_samples": [], "overrides_of": {}}
     result: dict[str, Any] = {
         "step_speedup": None, "dual_vs_full_d_time_ratio": None, "flops_fraction_of_matmul": None,
+        "baseline_flop_rate_ratio": None, "step_speedup_cpu_time": None,
         "machine": _machine(device), "loadavg_start": _loadavg(), "sections": list(opts.sections),
         "started": time.strftime("%Y-%m-%d %H:%M:%S"), "options": dataclasses.asdict(opts),
     }
@@ -756,9 +855,14 @@ def run_bench(opts: BenchOptions) -> dict[str, Any]:
     if "step" in opts.sections or ("flops" in opts.sections and "step64" not in opts.sections):
         ctx["overrides_of"][main_label] = list(opts.overrides)
         batch = _step_batch(cfg, device, opts.batch)
-        steps[main_label] = bench_step(cfg, batch, device, opts, ctx, opts.repeats, main_label)
+        steps[main_label] = bench_step(cfg, batch, device, opts, ctx, opts.repeats, main_label,
+                                       baseline=opts.baseline and "step" in opts.sections)
         result["step"] = steps[main_label]
         result["step_speedup"] = steps[main_label]["speedup"]
+        result["step_speedup_cpu_time"] = steps[main_label]["speedup_cpu_time"]
+        if "baseline" in steps[main_label]:
+            result["baseline_flop_rate_ratio"] = steps[main_label]["baseline_flop_rate_ratio"]
+            result["baseline_flop_rate_ratio_cpu_time"] = steps[main_label]["baseline_flop_rate_ratio_cpu_time"]
     if "step64" in opts.sections:
         preset, ov = LARGE_STEP
         label = f"{preset} " + " ".join(ov)
@@ -771,7 +875,11 @@ def run_bench(opts: BenchOptions) -> dict[str, Any]:
         matmul = _median(ctx["matmul_samples"])
         result["matmul_fp32_flops_per_s"] = matmul
         result["matmul_fp32_samples"] = ctx["matmul_samples"]
-        result["flops"] = {label: _flops_summary(st, matmul) for label, st in steps.items()}
+        matmul_cpu = _median(ctx["matmul_cpu_time_samples"]) if ctx["matmul_cpu_time_samples"] else None
+        if matmul_cpu:
+            result["matmul_fp32_flops_per_cpu_s"] = matmul_cpu
+            result["matmul_fp32_cpu_time_samples"] = ctx["matmul_cpu_time_samples"]
+        result["flops"] = {label: _flops_summary(st, matmul, matmul_cpu) for label, st in steps.items()}
         if device.type == "cuda":  # the optimised step runs in bf16: also against the bf16 matmul
             bf16 = result["matmul_bf16_flops_per_s"] = matmul_flops_per_s(device, 8192, torch.bfloat16, calls=5)
             for label, st in steps.items():
@@ -796,6 +904,8 @@ def run_bench(opts: BenchOptions) -> dict[str, Any]:
         result["dual_vs_full_d_flops_ratio"] = result["dual"][key]["flops_ratio_forward_backward"]
     if "data" in opts.sections:
         result["data"] = bench_data(opts, steps)
+    result["targets"] = dict(TARGETS)
+    result["targets_met"] = {k: result.get(k) is not None and result[k] >= v for k, v in TARGETS.items()}
     result["loadavg_end"] = _loadavg()
     result["total_seconds"] = time.perf_counter() - t_start
     return result
@@ -836,6 +946,14 @@ def format_table(r: dict[str, Any]) -> str:
         lines.append(f"| {what} | {_secs(o['seconds'])}, {o['videos_per_s']:.2f} videos/s, "
                      f"peak {o['peak_memory_mb']:.0f} MB | {_secs(ref['seconds'])}, "
                      f"peak {ref['peak_memory_mb']:.0f} MB | **{st['speedup']:.2f}x** faster |")
+    st = r.get("step") or {}
+    if "baseline" in st:
+        bl = st["baseline"]
+        lines.append(f"| achieved FLOP/s vs the straightforward step at equal FLOPs (g_ch={bl['g_ch']}, "
+                     f"d_ch={bl['d_ch']}: {_si(bl['flops_per_step'], 'FLOP')}/step, {_secs(bl['seconds'])}) | "
+                     f"{_si(st['flops_per_s'], 'FLOP/s')} | {_si(bl['flops_per_s'], 'FLOP/s')} | "
+                     f"**{st['baseline_flop_rate_ratio']:.2f}x** (CPU time: "
+                     f"{st['baseline_flop_rate_ratio_cpu_time']:.2f}x) |")
     for label, f in (r.get("flops") or {}).items():
         lines.append(f"| achieved FLOP/s, {label} ({_si(f['flops_per_step'], 'FLOP')}/step; reference "
                      f"{_si(f['reference_flops_per_step'], 'FLOP')}) | {_si(f['achieved_flops_per_s'], 'FLOP/s')} | "
@@ -873,7 +991,8 @@ def format_table(r: dict[str, Any]) -> str:
         for label, v in dd["step_demand_clips_per_s"].items():
             lines.append(f"| clips/s one training step consumes, {label} | {v:.2f} | | |")
     lines.append("")
-    lines.append(f"step_speedup={_fmt(r['step_speedup'])}  dual_vs_full_d_time_ratio="
+    lines.append(f"step_speedup={_fmt(r['step_speedup'])}  baseline_flop_rate_ratio="
+                 f"{_fmt(r['baseline_flop_rate_ratio'])}  dual_vs_full_d_time_ratio="
                  f"{_fmt(r['dual_vs_full_d_time_ratio'])}  "
                  f"flops_fraction_of_matmul={_fmt(r['flops_fraction_of_matmul'])}  ({r['total_seconds']:.0f} s)")
     return "\n".join(lines)
@@ -889,5 +1008,6 @@ def write_json(result: dict[str, Any], path: str | Path) -> None:
     p.write_text(json.dumps(result, indent=2, default=float) + "\n")
 
 
-__all__ = ["BenchOptions", "SECTIONS", "run_bench", "format_table", "write_json", "StraightforwardStep",
-           "build_trainer", "FullVideoDiscriminator", "matmul_flops_per_s", "count_flops"]
+__all__ = ["BenchOptions", "SECTIONS", "TARGETS", "run_bench", "format_table", "write_json", "StraightforwardStep",
+           "build_trainer", "FullVideoDiscriminator", "matmul_flops_per_s", "count_flops", "width_matched_baseline",
+           "straightforward_step_flops"]

@@ -36,6 +36,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="per-replica batch of the step (default: the preset's, at most 32 on CPU, 16 on CUDA)")
     p.add_argument("--large-batch", type=int, default=2, metavar="N", help="batch of the step64 section")
     p.add_argument("--matmul-size", type=int, default=2048, metavar="N", help="square fp32 matmul size")
+    p.add_argument("--no-baseline", action="store_true",
+                   help="leave out the straightforward step at the widths of equal FLOPs (step section)")
     p.add_argument("--sample-frames", type=int, default=None, metavar="T",
                    help="frames to sample for real (default 48 on CUDA; 2 on CPU, scaled to 48 by FLOPs)")
     p.add_argument("--dual-ch", type=int, default=None, metavar="CH",
@@ -59,7 +61,8 @@ def options_from_args(args: argparse.Namespace) -> BenchOptions:
         preset=args.preset, config_path=args.config, overrides=tuple(args.overrides),
         sections=tuple(s for s in sections if s not in skip), device=args.device, threads=args.threads,
         repeats=args.repeats, repeats_large=args.repeats_large, warmup=args.warmup, batch=args.batch,
-        large_batch=args.large_batch, matmul_size=args.matmul_size, sample_frames=args.sample_frames,
+        large_batch=args.large_batch, matmul_size=args.matmul_size, baseline=not args.no_baseline,
+        sample_frames=args.sample_frames,
         dual_ch=args.dual_ch, dual_sizes=tuple(_list(args.dual_sizes)), data_seconds=args.data_seconds,
         data_workers=args.num_workers, data_batch=args.data_batch, progress=not args.no_progress,
     )
