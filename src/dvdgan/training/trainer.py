@@ -269,8 +269,8 @@ class Trainer:
                 ids = [self.device.index] if self.device.type == "cuda" else None
                 # gradient_as_bucket_view: the gradients live in DDP's all_reduce buckets (no second copy)
                 update = DDP(module, device_ids=ids, gradient_as_bucket_view=True, **ddp_buffer_kwargs())
-            if t.compile:
-                return Network(module, opt, torch.compile(update), torch.compile(module))
+            if t.compile:  # static shapes: a training run has two batch sizes, B and 2B (docs/design.md)
+                return Network(module, opt, torch.compile(update, dynamic=False), torch.compile(module, dynamic=False))
             return Network(module, opt, update, module)
 
         self.g, self.d = wrap(self.G, self.opt_g), wrap(self.D, self.opt_d)
@@ -385,10 +385,14 @@ class Trainer:
         """D_S's k frames per video when replicas share one stream: drawn for every video of the
         global batch, exactly as one process would on the concatenated batch, keeping this
         replica's rows. ``segments`` are the local sizes of the consecutive parts of D's input
-        (real, fake). None otherwise: D_S draws its own (3.1)."""
+        (real, fake). Otherwise this replica's own draw (3.1), from the global RNG at the point
+        where D_S would draw them itself: drawn here, outside the network, so that a compiled D
+        (train.compile) neither traces a random op nor draws from inductor's RNG, and samples
+        the same frames as eager."""
+        m = self.cfg.model
         if not (self.shared_stream and self.dist.enabled):
-            return None
-        m, world, rank = self.cfg.model, self.dist.world_size, self.dist.rank
+            return self.D.spatial.draw_frame_indices(sum(segments), m.total_frames, device=self.device)
+        world, rank = self.dist.world_size, self.dist.rank
         rows, offset = [], 0
         for n in segments:
             rows.append(torch.arange(offset + rank * n, offset + (rank + 1) * n))
