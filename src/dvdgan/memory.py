@@ -144,10 +144,8 @@ class _PlannedStep:
 
         t, m = cfg.train, cfg.model
         self.cfg, self.ddp = cfg, ddp
-        self.G = build_generator(m)
-        self.D = DualDiscriminator(m)
-        self.G_ema = build_generator(m).eval().requires_grad_(False)  # deepcopy would leave the fake mode
-        self.G_ema.load_state_dict(self.G.state_dict())
+        self.G, self.D, self.G_ema = (self._empty(build_generator, m), self._empty(DualDiscriminator, m),
+                                      self._empty(build_generator, m).eval().requires_grad_(False))
         self.opt_g = torch.optim.Adam(self.G.parameters(), lr=t.lr_g, betas=tuple(t.adam_betas), eps=t.adam_eps,
                                       foreach=foreach)
         self.opt_d = torch.optim.Adam(self.D.parameters(), lr=t.lr_d, betas=tuple(t.adam_betas), eps=t.adam_eps,
@@ -157,6 +155,21 @@ class _PlannedStep:
             set_activation_checkpointing(self.D, True)
         self.augment = VideoAugment(t.augment, t.augment_p)
         self.precision = Precision("cpu", t.bf16)
+
+    @staticmethod
+    def _empty(build, m) -> nn.Module:
+        """The network with uninitialised weights of the current kind (fake, under FakeTensorMode):
+        built on the meta device (no initialisation to run), then given storages."""
+        with torch.device("meta"):
+            net = build(m)
+        for mod in net.modules():  # (to_empty cannot swap a meta parameter for a fake one)
+            for k, p in mod._parameters.items():
+                if p is not None:
+                    mod._parameters[k] = nn.Parameter(torch.empty(p.shape, dtype=p.dtype), p.requires_grad)
+            for k, b in mod._buffers.items():
+                if b is not None:
+                    mod._buffers[k] = torch.empty(b.shape, dtype=b.dtype)
+        return net
 
     def steady_state(self) -> None:
         """Gradients and Adam moments as they are between two steps of a run: G's from the last G
@@ -227,9 +240,8 @@ class _PlannedStep:
 
         self.G.train()
         self.D.train()
-        with live.during("d_update"):
-            for _ in range(self.cfg.train.d_steps):
-                self.d_update(b)
+        with live.during("d_update"):  # the d_steps D updates start and end in the same state: one is run
+            self.d_update(b)
         with live.during("g_update"):
             self.g_update(b)
         with live.during("ema_update"):
@@ -290,37 +302,48 @@ def fits(estimate_bytes: float, device_bytes: float, overhead: float = DEFAULT_O
     return estimate_bytes * (1 + fragmentation) + overhead <= device_bytes
 
 
-def largest_batch(cfg: Config, device_bytes: float, *, target: str = "cuda", bf16: bool | None = None,
-                  checkpointing: bool | None = None, replicas: int = 1, overhead: float = DEFAULT_OVERHEAD,
-                  fragmentation: float = DEFAULT_FRAGMENTATION,
-                  estimate: Callable[..., dict] = estimate_step) -> dict[str, Any]:
-    """The largest per-replica batch whose estimated peak fits ``device_bytes``
-    (:func:`fits`). The peak is affine in the batch (state + batch x activations per video): two
-    estimates (batch 1 and 2) give the line, its prediction is checked with a third estimate and
-    stepped down while it does not fit. ``largest`` is 0 when not even batch 1 fits."""
-    kw = dict(target=target, bf16=bf16, checkpointing=checkpointing, replicas=replicas)
+def batch_line(cfg: Config, *, estimate: Callable[..., dict] = estimate_step, **kw) -> dict[str, Any]:
+    """The peak as a function of the per-replica batch, from two estimates (batch 1 and 2): each
+    phase's peak (D update, G update, EMA update) is affine in the batch (fixed state + batch x
+    activations per video), and the step's peak is the largest of them, which need not be the
+    same phase at every batch. Returns ``{"phases": {name: [fixed, per_video]}, "estimates": ...}``."""
     runs = {b: estimate(cfg, b, **kw) for b in (1, 2)}
-    p1, p2 = runs[1]["peak_bytes"], runs[2]["peak_bytes"]
-    per_video = max(p2 - p1, 1)
-    fixed = p1 - per_video
+    phases = {}
+    for name in runs[1]["phase_peak_bytes"]:
+        p1, p2 = runs[1]["phase_peak_bytes"][name], runs[2]["phase_peak_bytes"][name]
+        phases[name] = [p1 - (p2 - p1), p2 - p1]
+    return {"phases": phases, "estimates": runs}
+
+
+def predict_peak(line: dict, batch: int) -> int:
+    return max(fixed + per_video * batch for fixed, per_video in line["phases"].values())
+
+
+def largest_batch(cfg: Config, device_bytes: float, *, line: dict | None = None, verify: bool = True,
+                  overhead: float = DEFAULT_OVERHEAD, fragmentation: float = DEFAULT_FRAGMENTATION,
+                  estimate: Callable[..., dict] = estimate_step, **kw) -> dict[str, Any]:
+    """The largest per-replica batch whose peak fits ``device_bytes`` (:func:`fits`), from the
+    :func:`batch_line` (``line``, or two estimates); ``verify``: one more estimate at that batch,
+    stepped down while it does not fit. ``largest`` is 0 when not even batch 1 fits. ``kw``:
+    target, bf16, checkpointing, replicas (:func:`estimate_step`)."""
+    line = line or batch_line(cfg, estimate=estimate, **kw)
+    b = 0
+    per_video = max(max(pv for _, pv in line["phases"].values()), 1)
     budget = (device_bytes - overhead) / (1 + fragmentation)
-    b = max(0, math.floor((budget - fixed) / per_video))
-    for _ in range(8):
-        if b <= 2:
-            b = max((x for x in (1, 2) if x <= max(b, 0) and fits(runs[x]["peak_bytes"], device_bytes, overhead,
-                                                                   fragmentation)), default=0)
-            break
-        runs.setdefault(b, estimate(cfg, b, **kw))
-        if fits(runs[b]["peak_bytes"], device_bytes, overhead, fragmentation):
-            break
-        b -= max(1, math.ceil((runs[b]["peak_bytes"] * (1 + fragmentation) + overhead - device_bytes)
-                              / ((1 + fragmentation) * per_video)))
-    return {
-        "device_bytes": device_bytes, "largest": b, "fixed_bytes": fixed, "per_video_bytes": per_video,
-        "overhead_bytes": overhead, "fragmentation": fragmentation,
-        "peak_at_largest_bytes": runs[b]["peak_bytes"] if b in runs else None,
-        "estimates": {str(k): v["peak_bytes"] for k, v in sorted(runs.items())},
-    }
+    b = max(0, math.floor((budget - max(f for f, _ in line["phases"].values())) / per_video))
+    while fits(predict_peak(line, b + 1), device_bytes, overhead, fragmentation):  # steeper phases first
+        b += 1
+    while b > 0 and not fits(predict_peak(line, b), device_bytes, overhead, fragmentation):
+        b -= 1
+    out = {"device_bytes": device_bytes, "largest": b, "predicted_peak_bytes": predict_peak(line, b) if b else None,
+           "overhead_bytes": overhead, "fragmentation": fragmentation}
+    if verify and b > 0:
+        measured = estimate(cfg, b, **kw)["peak_bytes"]
+        while b > 0 and not fits(measured, device_bytes, overhead, fragmentation):
+            b -= 1
+            measured = estimate(cfg, b, **kw)["peak_bytes"] if b else None
+        out.update(largest=b, estimated_peak_bytes=measured)
+    return out
 
 
 def parse_size(text: str) -> float:
@@ -410,22 +433,26 @@ def compare(cfg: Config, batch: int, device: str = "cpu") -> dict[str, Any]:
 
 
 def memory_report(cfg: Config, batch: int | None, device_bytes: float, *, replicas: int = 1) -> dict[str, Any]:
-    """What ``dvdgan info --memory`` prints: the estimate at ``batch`` (default: the largest that
-    fits) with the config's precision and checkpointing, and the largest batch fitting
-    ``device_bytes`` as configured and with bf16 + activation checkpointing."""
+    """What ``dvdgan info --memory`` prints: the largest per-replica batch fitting ``device_bytes``
+    with the config's train.bf16 / train.activation_checkpointing (and with both on, when they are
+    not), and the estimate at ``batch`` (default: that largest batch) with its parts."""
     t = cfg.train
     report: dict[str, Any] = {"preset": cfg.name, "device_bytes": device_bytes, "replicas": replicas,
-                              "configured": {"bf16": t.bf16, "activation_checkpointing": t.activation_checkpointing}}
-    report["largest_batch"] = largest_batch(cfg, device_bytes, replicas=replicas)
+                              "configured": {"bf16": t.bf16, "activation_checkpointing": t.activation_checkpointing},
+                              "overhead_bytes": DEFAULT_OVERHEAD, "fragmentation": DEFAULT_FRAGMENTATION}
+    line = batch_line(cfg, replicas=replicas)
+    report["largest_batch"] = largest_batch(cfg, device_bytes, line=line, verify=False)["largest"]
+    report["per_video_bytes"] = {k: v[1] for k, v in line["phases"].items()}
     if not (t.bf16 and t.activation_checkpointing):
-        report["largest_batch_bf16_checkpointing"] = largest_batch(cfg, device_bytes, bf16=True, checkpointing=True,
-                                                                   replicas=replicas)
-    b = batch or max(report["largest_batch"]["largest"], 1)
-    est = estimate_step(cfg, b, replicas=replicas)
+        other = batch_line(cfg, bf16=True, checkpointing=True, replicas=replicas)
+        report["largest_batch_bf16_checkpointing"] = largest_batch(cfg, device_bytes, line=other,
+                                                                   verify=False)["largest"]
+    b = batch or max(report["largest_batch"], 1)
+    est = line["estimates"][b] if b in line["estimates"] else estimate_step(cfg, b, replicas=replicas)
     report["estimate"] = est
     report["fits"] = fits(est["peak_bytes"], device_bytes)
     return report
 
 
-__all__ = ["LiveBytes", "estimate_step", "largest_batch", "measure_step", "compare", "memory_report", "fits",
-           "parse_size"]
+__all__ = ["LiveBytes", "estimate_step", "batch_line", "predict_peak", "largest_batch", "measure_step", "compare",
+           "memory_report", "fits", "parse_size"]
