@@ -108,6 +108,14 @@ MINIMAL = ["model.resolution=8", "model.g_multipliers=2,1", "model.d_multipliers
            "model.frames_per_spatial_d=1", "train.batch_size=2", "train.checkpoint_every=1"]
 
 
+class Clips(FixedBatches):
+    """FixedBatches as a dataset of the data loader, whose keys are (index, seed) pairs."""
+
+    def __getitem__(self, key):
+        i = key[0] if isinstance(key, tuple) else key
+        return self.video[i], int(self.label[i])
+
+
 def test_compiled_training_run_matches_eager_and_loads_eagerly(tmp_path):
     """A training run with train.compile=true (inductor) runs two steps through the trainer's loop
     and checkpoints; its first step equals the eager run's up to float rounding (same weights,
@@ -124,7 +132,7 @@ def test_compiled_training_run_matches_eager_and_loads_eagerly(tmp_path):
     torch._dynamo.utils.counters.clear()
     for name, steps, extra in (("compiled", 2, ["train.compile=true"]), ("eager", 1, [])):
         cfg = tiny_cfg(*SMOOTH_ADAM, *MINIMAL, *extra)
-        train(cfg, tmp_path / name, max_steps=steps, progress=False, dataset=FixedBatches(cfg.model, 2))
+        train(cfg, tmp_path / name, max_steps=steps, progress=False, dataset=Clips(cfg.model, 2))
         if name == "compiled":  # G and D, trained and frozen, were compiled
             assert torch._dynamo.utils.counters["stats"]["unique_graphs"] >= 4
     compiled = list_checkpoints(tmp_path / "compiled" / "checkpoints")

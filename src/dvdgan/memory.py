@@ -211,7 +211,8 @@ class _PlannedStep:
                 spatial, temporal = self.D(videos, torch.cat([y_real, y_fake]), frame_indices=self._frames(2 * b))
                 loss, _ = dual_d_loss((spatial[:b], temporal[:b]), (spatial[b:], temporal[b:]))
                 (loss / t.grad_accum).backward()
-        self.opt_d.step()
+        with self.live.during("d_optimizer"):
+            self.opt_d.step()
 
     def g_update(self, b: int) -> None:
         from dvdgan.losses import dual_g_loss
@@ -233,11 +234,16 @@ class _PlannedStep:
                     (loss / t.grad_accum).backward()
         finally:
             self.D.requires_grad_(True)
-        self.opt_g.step()
+        with self.live.during("g_optimizer"):
+            self.opt_g.step()
 
     def step(self, b: int, live: LiveBytes) -> None:
+        """Peaks by phase: the forward and backward passes of the D and G updates grow with the
+        batch, the optimiser steps (Adam's foreach temporaries) and the EMA update do not; the
+        step's peak at any batch is the largest of the phase peaks."""
         from dvdgan.training.ema import update_ema
 
+        self.live = live
         self.G.train()
         self.D.train()
         with live.during("d_update"):  # the d_steps D updates start and end in the same state: one is run
@@ -258,7 +264,8 @@ def _plan_config(cfg: Config, bf16: bool | None, checkpointing: bool | None) -> 
 
 
 def estimate_step(cfg: Config, batch: int, *, target: str = "cuda", bf16: bool | None = None,
-                  checkpointing: bool | None = None, replicas: int = 1) -> dict[str, Any]:
+                  checkpointing: bool | None = None, replicas: int = 1, round_to: int | None = None
+                  ) -> dict[str, Any]:
     """Peak bytes of one training step at per-replica batch ``batch``, on fake tensors.
 
     ``target``: "cuda" rounds storages to 512-byte blocks and uses Adam's foreach implementation
@@ -266,7 +273,8 @@ def estimate_step(cfg: Config, batch: int, *, target: str = "cuda", bf16: bool |
     (torch's CPU default). ``bf16`` / ``checkpointing`` override ``train.bf16`` /
     ``train.activation_checkpointing``. ``replicas`` > 1: DDP keeps both networks' gradients in its
     buckets for the whole run (``gradient_as_bucket_view``), which the step models by clearing
-    gradients to zero instead of freeing them."""
+    gradients to zero instead of freeing them. ``round_to``: bytes every storage is rounded up to
+    (default: 512 for "cuda", 1 for "cpu")."""
     from torch._subclasses.fake_tensor import FakeTensorMode
 
     if batch < 1:
@@ -275,7 +283,7 @@ def estimate_step(cfg: Config, batch: int, *, target: str = "cuda", bf16: bool |
         raise DvdganError(f"target must be cuda or cpu, got {target!r}")
     cfg = _plan_config(cfg, bf16, checkpointing)
     cuda = target == "cuda"
-    live = LiveBytes(round_to=CUDA_BLOCK if cuda else 1)
+    live = LiveBytes(round_to=round_to or (CUDA_BLOCK if cuda else 1))
     rng = torch.get_rng_state()
     try:
         with FakeTensorMode(), live:
@@ -302,20 +310,32 @@ def fits(estimate_bytes: float, device_bytes: float, overhead: float = DEFAULT_O
     return estimate_bytes * (1 + fragmentation) + overhead <= device_bytes
 
 
-def batch_line(cfg: Config, *, estimate: Callable[..., dict] = estimate_step, **kw) -> dict[str, Any]:
-    """The peak as a function of the per-replica batch, from two estimates (batch 1 and 2): each
-    phase's peak (D update, G update, EMA update) is affine in the batch (fixed state + batch x
-    activations per video), and the step's peak is the largest of them, which need not be the
-    same phase at every batch. Returns ``{"phases": {name: [fixed, per_video]}, "estimates": ...}``."""
-    runs = {b: estimate(cfg, b, **kw) for b in (1, 2)}
+#: batches of the two estimates that give the line (docs/design.md)
+LINE_BATCHES = (8, 32)
+
+
+def batch_line(cfg: Config, *, estimate: Callable[..., dict] = estimate_step,
+               batches: tuple[int, int] = LINE_BATCHES, **kw) -> dict[str, Any]:
+    """The peak as a function of the per-replica batch, from two estimates (a fake step costs the
+    same at any batch). Per phase (:meth:`_PlannedStep.step`) the peak is the largest of a few
+    affine functions of the batch: batch-independent temporaries (autocast's bf16 weight copies,
+    spectral-norm weights, Adam's) and activations, which win from some batch on. The secant
+    through ``batches`` (8 and 32 by default) is exact once activations dominate, above it
+    inside [8, 32] (a convex function lies below its secant) and may fall below it outside, by
+    at most the temporaries that activations hide; :func:`largest_batch` verifies. The step's
+    peak is the largest phase's. The estimates count exact bytes (the allocator's rounding is
+    not affine in the batch). Returns ``{"phases": {name: [fixed, per_video]}, "estimates": ...}``."""
+    b1, b2 = batches
+    runs = {b: estimate(cfg, b, round_to=1, **kw) for b in batches}
     phases = {}
-    for name in runs[1]["phase_peak_bytes"]:
-        p1, p2 = runs[1]["phase_peak_bytes"][name], runs[2]["phase_peak_bytes"][name]
-        phases[name] = [p1 - (p2 - p1), p2 - p1]
+    for name in runs[b1]["phase_peak_bytes"]:
+        p1, p2 = runs[b1]["phase_peak_bytes"][name], runs[b2]["phase_peak_bytes"][name]
+        per_video = (p2 - p1) / (b2 - b1)
+        phases[name] = [p1 - per_video * b1, per_video]
     return {"phases": phases, "estimates": runs}
 
 
-def predict_peak(line: dict, batch: int) -> int:
+def predict_peak(line: dict, batch: int) -> float:
     return max(fixed + per_video * batch for fixed, per_video in line["phases"].values())
 
 
@@ -337,12 +357,12 @@ def largest_batch(cfg: Config, device_bytes: float, *, line: dict | None = None,
         b -= 1
     out = {"device_bytes": device_bytes, "largest": b, "predicted_peak_bytes": predict_peak(line, b) if b else None,
            "overhead_bytes": overhead, "fragmentation": fragmentation}
-    if verify and b > 0:
+    if verify and b > 0:  # with the allocator's rounding; stepped down in proportion while it does not fit
         measured = estimate(cfg, b, **kw)["peak_bytes"]
         while b > 0 and not fits(measured, device_bytes, overhead, fragmentation):
-            b -= 1
-            measured = estimate(cfg, b, **kw)["peak_bytes"] if b else None
-        out.update(largest=b, estimated_peak_bytes=measured)
+            b = min(b - 1, math.floor(b * budget / measured))
+            measured = estimate(cfg, b, **kw)["peak_bytes"] if b > 0 else None
+        out.update(largest=max(b, 0), estimated_peak_bytes=measured)
     return out
 
 
@@ -441,14 +461,14 @@ def memory_report(cfg: Config, batch: int | None, device_bytes: float, *, replic
                               "configured": {"bf16": t.bf16, "activation_checkpointing": t.activation_checkpointing},
                               "overhead_bytes": DEFAULT_OVERHEAD, "fragmentation": DEFAULT_FRAGMENTATION}
     line = batch_line(cfg, replicas=replicas)
-    report["largest_batch"] = largest_batch(cfg, device_bytes, line=line, verify=False)["largest"]
+    report["largest_batch"] = largest_batch(cfg, device_bytes, line=line, replicas=replicas)["largest"]
     report["per_video_bytes"] = {k: v[1] for k, v in line["phases"].items()}
     if not (t.bf16 and t.activation_checkpointing):
         other = batch_line(cfg, bf16=True, checkpointing=True, replicas=replicas)
         report["largest_batch_bf16_checkpointing"] = largest_batch(cfg, device_bytes, line=other,
                                                                    verify=False)["largest"]
     b = batch or max(report["largest_batch"], 1)
-    est = line["estimates"][b] if b in line["estimates"] else estimate_step(cfg, b, replicas=replicas)
+    est = estimate_step(cfg, b, replicas=replicas)
     report["estimate"] = est
     report["fits"] = fits(est["peak_bytes"], device_bytes)
     return report
