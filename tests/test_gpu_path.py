@@ -116,7 +116,7 @@ class Clips(FixedBatches):
         return self.video[i], int(self.label[i])
 
 
-def test_compiled_training_run_matches_eager_and_loads_eagerly(tmp_path):
+def test_compiled_training_run_matches_eager_and_loads_eagerly(tmp_path, monkeypatch):
     """A training run with train.compile=true (inductor) runs two steps through the trainer's loop
     and checkpoints; its first step equals the eager run's up to float rounding (same weights,
     data, z, y and D_S frames: the trainer draws D_S's frames outside the compiled network); its
@@ -128,6 +128,13 @@ def test_compiled_training_run_matches_eager_and_loads_eagerly(tmp_path):
     from dvdgan.sampling import load_generator
     from dvdgan.training import train
 
+    import torch._inductor.config as inductor
+
+    # Inductor still generates and compiles C++ for every graph, but cheaper to build: no SIMD
+    # (vectorised C++ is most of the compiler's time), -O0, no pool of compile processes.
+    monkeypatch.setattr(inductor.cpp, "vec_isa_ok", False)
+    monkeypatch.setattr(inductor, "compile_threads", 1)
+    monkeypatch.setenv("TORCHINDUCTOR_DEBUG_COMPILE", "1")
     torch._dynamo.reset()
     torch._dynamo.utils.counters.clear()
     for name, steps, extra in (("compiled", 2, ["train.compile=true"]), ("eager", 1, [])):
@@ -146,3 +153,4 @@ def test_compiled_training_run_matches_eager_and_loads_eagerly(tmp_path):
     with torch.no_grad():
         video = g(torch.randn(2, cfg.model.z_dim), torch.tensor([0, 1]))
     assert video.shape == (2, 2, 3, 8, 8) and torch.isfinite(video).all()
+    torch._dynamo.reset()
