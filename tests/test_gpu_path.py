@@ -122,13 +122,12 @@ def test_compiled_training_run_matches_eager_and_loads_eagerly(tmp_path, monkeyp
     data, z, y and D_S frames: the trainer draws D_S's frames outside the compiled network); its
     last checkpoint loads into the eager generator, which samples finite videos."""
     import torch._dynamo
+    import torch._inductor.config as inductor
     from safetensors.torch import load_file
 
     from dvdgan.checkpoint import list_checkpoints
     from dvdgan.sampling import load_generator
     from dvdgan.training import train
-
-    import torch._inductor.config as inductor
 
     # Inductor still generates and compiles C++ for every graph, but cheaper to build: no SIMD
     # (vectorised C++ is most of the compiler's time), -O0, no pool of compile processes.
