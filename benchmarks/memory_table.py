@@ -5,6 +5,7 @@ largest per-replica batch that fits 24, 40, 80 and 141 GB, as the preset is conf
 train.bf16 + train.activation_checkpointing. Nothing is allocated.
 
     OMP_NUM_THREADS=1 python benchmarks/memory_table.py --out benchmarks/memory.json
+    python benchmarks/memory_table.py --markdown benchmarks/memory.json     # the README's table
 """
 
 from __future__ import annotations
@@ -25,12 +26,36 @@ PRESETS = ["kinetics600-12x64", "kinetics600-12x128", "ucf101-16x128", "bair-fp-
 DEVICES_GB = [24, 40, 80, 141]
 
 
+def markdown(path: str) -> str:
+    d = json.loads(Path(path).read_text())
+    head = ("| preset | weights, gradients, Adam, EMA (GB) | activations / video (GB) | "
+            + " | ".join(f"{gb} GB" for gb in d["devices_gb"]) + " |")
+    lines = [head, "|" + "---|" * (3 + len(d["devices_gb"]))]
+    for name in PRESETS:
+        row = d["presets"].get(name)
+        if row is None:
+            continue
+        modes = [row["configured"], row.get("bf16_checkpointing", row["configured"])]
+        per_video = [max(pv for _, pv in m["phases_fixed_per_video_bytes"].values()) / GB for m in modes]
+        own = "checkpointing" if row["activation_checkpointing"] else "fp32"
+        cells = [f"`{name}` ({own})", f"{modes[0]['state_bytes'] / GB:.1f}",
+                 f"{per_video[0]:.2f} / {per_video[1]:.2f}"]
+        cells += [f"{modes[0]['largest_batch'][str(gb)]} / {modes[1]['largest_batch'][str(gb)]}"
+                  for gb in d["devices_gb"]]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
+    ap.add_argument("--markdown", metavar="JSON", help="print the README table of a results file and exit")
     ap.add_argument("--out", default="benchmarks/memory.json")
     ap.add_argument("--presets", default=",".join(PRESETS))
     ap.add_argument("--replicas", type=int, default=8)
     args = ap.parse_args()
+    if args.markdown:
+        print(markdown(args.markdown))
+        return
     out = Path(args.out)
     result = json.loads(out.read_text()) if out.exists() else {}
     result.update({"torch": torch.__version__, "python": platform.python_version(), "replicas": args.replicas,
