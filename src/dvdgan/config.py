@@ -118,7 +118,8 @@ class TrainConfig:
     num_sample_videos: int = 16
     eval_every: int = 0  # 0 = off; else evaluate the EMA G (reference metrics) every N steps
     eval_samples: int = 256
-    # scale-out and speed switches (CUDA only; accepted and ignored on CPU)
+    # speed and memory switches, applied on CPU as on CUDA (tests/test_gpu_path.py; bf16 on CPU also
+    # turns oneDNN off inside autocast, docs/design.md)
     bf16: bool = False
     compile: bool = False
     activation_checkpointing: bool = False

@@ -66,6 +66,42 @@ class Network:
     frozen: nn.Module
 
 
+@contextlib.contextmanager
+def _onednn_off():
+    # torch.backends.mkldnn.flags would also reset the TF32 setting (with a warning on every call)
+    was = torch._C._get_mkldnn_enabled()
+    torch._C._set_mkldnn_enabled(False)
+    try:
+        yield
+    finally:
+        torch._C._set_mkldnn_enabled(was)
+
+
+class Precision:
+    """train.bf16: ``torch.autocast(device, bfloat16)`` around the forward passes, losses and
+    backward (weights, gradients and optimiser state stay fp32); a no-op when off. A reusable
+    context manager. On CPU it also turns oneDNN off inside: torch 2.13's oneDNN bf16 conv3d
+    weight gradient is intermittently NaN when the input has fewer frames than the kernel (D_T's
+    3-D blocks reach T = 2; 15 of 300 random trials at [8, 8, 2, 4, 4], channels-last), and
+    ATen's own kernels are not (tests/test_gpu_path.py; docs/design.md)."""
+
+    def __init__(self, device_type: str, bf16: bool):
+        self.device_type, self.enabled = device_type, bf16
+        self._stack: list[contextlib.ExitStack] = []
+
+    def __enter__(self):
+        stack = contextlib.ExitStack()
+        if self.enabled:
+            stack.enter_context(torch.autocast(self.device_type, dtype=torch.bfloat16))
+            if self.device_type == "cpu":
+                stack.enter_context(_onednn_off())
+        self._stack.append(stack.__enter__())
+        return self
+
+    def __exit__(self, *exc):
+        return self._stack.pop().__exit__(*exc)
+
+
 def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
@@ -233,12 +269,12 @@ class Trainer:
                 ids = [self.device.index] if self.device.type == "cuda" else None
                 # gradient_as_bucket_view: the gradients live in DDP's all_reduce buckets (no second copy)
                 update = DDP(module, device_ids=ids, gradient_as_bucket_view=True, **ddp_buffer_kwargs())
-            if t.compile:
-                return Network(module, opt, torch.compile(update), torch.compile(module))
+            if t.compile:  # static shapes: a training run has two batch sizes, B and 2B (docs/design.md)
+                return Network(module, opt, torch.compile(update, dynamic=False), torch.compile(module, dynamic=False))
             return Network(module, opt, update, module)
 
         self.g, self.d = wrap(self.G, self.opt_g), wrap(self.D, self.opt_d)
-        self.autocast = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=t.bf16)
+        self.autocast = Precision(self.device.type, t.bf16)
 
     def _fixed_samples(self) -> None:
         """Fixed z and classes for the sample videos logged during training: whole rows per class."""
@@ -349,10 +385,14 @@ class Trainer:
         """D_S's k frames per video when replicas share one stream: drawn for every video of the
         global batch, exactly as one process would on the concatenated batch, keeping this
         replica's rows. ``segments`` are the local sizes of the consecutive parts of D's input
-        (real, fake). None otherwise: D_S draws its own (3.1)."""
+        (real, fake). Otherwise this replica's own draw (3.1), from the global RNG at the point
+        where D_S would draw them itself: drawn here, outside the network, so that a compiled D
+        (train.compile) neither traces a random op nor draws from inductor's RNG, and samples
+        the same frames as eager."""
+        m = self.cfg.model
         if not (self.shared_stream and self.dist.enabled):
-            return None
-        m, world, rank = self.cfg.model, self.dist.world_size, self.dist.rank
+            return self.D.spatial.draw_frame_indices(sum(segments), m.total_frames, device=self.device)
+        world, rank = self.dist.world_size, self.dist.rank
         rows, offset = [], 0
         for n in segments:
             rows.append(torch.arange(offset + rank * n, offset + (rank + 1) * n))
