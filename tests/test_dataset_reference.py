@@ -72,6 +72,16 @@ def real(dataset):
     return torch.stack([c[0] for c in clips]), torch.tensor([c[1] for c in clips])
 
 
+def test_trains_the_same_from_inside_no_grad(ref, dataset, tmp_path):
+    """Evaluation code calls the judge under torch.no_grad(); its first-use training must still run."""
+    dr._MEMORY.clear()
+    with torch.no_grad():
+        again = dataset_classifier(dataset, frames=T, resolution=R, cache_dir=str(tmp_path), progress=False)
+    assert not again.loaded_from_cache
+    for a, b in zip(ref.model.state_dict().values(), again.model.state_dict().values()):
+        assert torch.equal(a, b)
+
+
 def test_trains_judges_real_clips_and_caches(ref, dataset, cache, real):
     assert not ref.loaded_from_cache and ref.class_names == sorted(class_names(C))
     assert ref.heldout_size == 8 and ref.heldout_accuracy >= 0.75 and not ref.weak

@@ -506,7 +506,8 @@ def _train(train_x: torch.Tensor, train_y: torch.Tensor, num_classes: int, steps
            progress: bool) -> DatasetClassifier:
     _, t, h, _, _ = train_x.shape
     devices = [device.index or 0] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):
+    # trained on first use, possibly from inside a caller's torch.no_grad() (evaluation)
+    with torch.random.fork_rng(devices=devices), torch.enable_grad():
         torch.manual_seed(_SEED)
         model = DatasetClassifier(h, t, num_classes).to(device)
         gen = torch.Generator().manual_seed(_SEED)

@@ -302,7 +302,8 @@ def _train(
     train = MovingShapes("train", frames, resolution, data_cfg.shapes_train_size, seed=_DATA_SEED)
     start = time.perf_counter()
     devices = [device.index or 0] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):
+    # trained on first use, possibly from inside a caller's torch.no_grad() (evaluation)
+    with torch.random.fork_rng(devices=devices), torch.enable_grad():
         torch.manual_seed(_TRAIN_SEED)
         model = ReferenceClassifier(resolution, frames, train.num_classes).to(device)
         gen = torch.Generator().manual_seed(_TRAIN_SEED)
