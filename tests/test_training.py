@@ -200,3 +200,17 @@ def test_unwritable_run_dir(tmp_path, capsys):
     assert main(["train", *TINY, "--out", str(blocker / "run"), "--max-steps", "1", "--no-progress"]) == 2
     err = capsys.readouterr().err.strip()
     assert "run directory" in err and len(err.splitlines()) == 1
+
+
+@pytest.mark.parametrize("videos,classes,expected", [
+    (12, 6, [0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5]),
+    (12, 8, [0, 1, 2, 3, 4, 5, 6, 7]),  # 12 // 8 = 1 each, not 1 each and 5 of the last class
+    (16, 7, [0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6]),
+    (4, 10, [0, 2, 5, 7]),  # fewer videos than classes: spread over the classes
+])
+def test_sample_grid_has_the_same_number_of_videos_per_class(tmp_path, videos, classes, expected):
+    cfg = tiny_cfg(f"train.num_sample_videos={videos}", f"model.num_classes={classes}")
+    trainer = Trainer(cfg, tmp_path / "run", progress=False)
+    assert trainer.fixed_y.tolist() == expected
+    assert len(trainer.fixed_z) == len(expected)
+    assert trainer.run_title() == "shapes"

@@ -280,10 +280,14 @@ class Trainer:
         """Fixed z and classes for the sample videos logged during training: whole rows per class."""
         t, m = self.cfg.train, self.cfg.model
         gen = torch.Generator().manual_seed(t.seed + 1_000_003)
-        n = t.num_sample_videos
+        n, classes = t.num_sample_videos, m.num_classes
+        if n >= classes:  # the same number of videos for every class: no ragged last row
+            per_class = n // classes
+            n = per_class * classes
+            self.fixed_y = torch.arange(n) // per_class
+        else:  # fewer videos than classes: one each of n classes spread over the range
+            self.fixed_y = torch.arange(n) * classes // n
         self.fixed_z = torch.randn(n, m.z_dim, generator=gen)
-        per_class = max(1, n // m.num_classes)
-        self.fixed_y = (torch.arange(n) // per_class).clamp(max=m.num_classes - 1)
         self.fixed_context: torch.Tensor | None = None
 
     # ------------------------------------------------------------------------------------
@@ -552,6 +556,12 @@ class Trainer:
         n = self.cfg.model.num_classes
         return names if len(names) == n else [f"class{i}" for i in range(n)]
 
+    def run_title(self) -> str:
+        """The dataset's name, and the preset's when they differ ("spin (preset shapes)")."""
+        d = self.cfg.data
+        data_name = Path(d.path).name if d.path else d.dataset
+        return self.cfg.name if data_name == self.cfg.name else f"{data_name} (preset {self.cfg.name})"
+
     def log_samples(self) -> Path:
         """A labelled grid (one row per class) as GIF and in TensorBoard."""
         from dvdgan import video_io as vio
@@ -559,7 +569,7 @@ class Trainer:
         from dvdgan.training.tb import add_gif
 
         videos = self.sample_videos().numpy()
-        caption = f"{self.cfg.name}, step {self.step}, EMA G"
+        caption = f"{self.run_title()}, step {self.step}, EMA G"
         if self.cfg.model.context_frames:
             caption += f", first {self.cfg.model.context_frames} frames real"
             row_labels, rows = None, grid_rows(None, len(videos), by_class=False)
