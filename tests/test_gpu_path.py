@@ -83,7 +83,7 @@ def test_bf16_cpu_steps_stay_finite(tmp_path):
     trials of that convolution 15 gave NaN); the trainer's precision context turns oneDNN off
     under bf16 on CPU, and restores it after. Before, 3 of 16 two-step runs of this config
     stopped with a NaN loss."""
-    from dvdgan.training.trainer import Precision
+    from dvdgan.device import Precision
 
     assert torch._C._get_mkldnn_enabled()
     with Precision("cpu", True):

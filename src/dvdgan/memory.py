@@ -137,10 +137,10 @@ class _PlannedStep:
 
     def __init__(self, cfg: Config, *, foreach: bool | None, ddp: bool):
         from dvdgan.augment import VideoAugment
+        from dvdgan.device import Precision
         from dvdgan.models import DualDiscriminator
         from dvdgan.models.layers import set_activation_checkpointing
         from dvdgan.models.prediction import build_generator
-        from dvdgan.training.trainer import Precision
 
         t, m = cfg.train, cfg.model
         self.cfg, self.ddp = cfg, ddp
