@@ -65,3 +65,15 @@ def test_class_names_come_from_the_folder(ten_classes):
 
     ds = build_dataset(DataConfig(dataset="folder", path=str(ten_classes)), split="train", frames=8, resolution=16)
     assert sorted(ds.class_names) == sorted(class_names(10))
+
+
+def test_best_step_is_the_highest_accuracy_and_survives_a_corrupt_file(tmp_path):
+    from dvdgan.rundir import record_best
+
+    assert record_best(tmp_path, 1, {"accuracy": 0.5})["step"] == 1
+    assert record_best(tmp_path, 2, {"accuracy": 0.4})["step"] == 1
+    assert record_best(tmp_path, 3, {"accuracy": 0.7})["step"] == 3
+    (tmp_path / "best.json").write_text('{"key": "accuracy", "value": null}')
+    assert record_best(tmp_path, 4, {"accuracy": 0.1})["step"] == 4
+    assert record_best(tmp_path, 5, {"ref_fd": 3.0})["step"] == 5  # no accuracy: the lowest Frechet distance
+    assert record_best(tmp_path, 6, {"ref_fd": 4.0})["step"] == 5

@@ -102,7 +102,7 @@ def test_row1_overwrite_clears_only_run_files(tmp_path, capsys):
 
 def test_row1_clear_run_never_removes_user_files(tmp_path):
     for name in ("checkpoints/step_00000001/meta.json", "tensorboard/x", "config.json", "run_info.json",
-                 "metrics.jsonl", "bad_videos.log", "data/video.mp4", "README"):
+                 "metrics.jsonl", "best.json", "bad_videos.log", "data/video.mp4", "README"):
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_text("x")
     clear_run(tmp_path)

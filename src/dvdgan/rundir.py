@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import json
 import os
 import shutil
 import socket
@@ -24,7 +25,7 @@ from dvdgan.errors import DvdganError
 LOCK_NAME = ".lock"
 # Everything a run writes into its directory; --overwrite removes these and nothing else.
 RUN_FILES = ("checkpoints", "config.json", "run_info.json", "tensorboard", "samples", "metrics.jsonl",
-             "bad_videos.log", "eval")
+             "best.json", "bad_videos.log", "eval")
 
 
 def check_writable(path: str | Path, what: str = "run directory") -> None:
@@ -205,3 +206,34 @@ def discard_failed_start(out_dir: str | Path) -> bool:
         return bool(clear_run(out))
     except DvdganError:
         return False
+
+
+def write_run_info(out_dir: str | Path, info: dict) -> None:
+    """RUN_DIR/run_info.json: how this launch resolved the batch; earlier launches under "history"."""
+    path = Path(out_dir) / "run_info.json"
+    history = []
+    if path.exists():
+        try:
+            prev = json.loads(path.read_text())
+            history = prev.pop("history", []) + [prev]
+        except (OSError, json.JSONDecodeError, AttributeError):
+            history = []
+    path.write_text(json.dumps({**info, "history": history}, indent=2))
+
+
+def record_best(out_dir: str | Path, step: int, metrics: dict[str, float]) -> dict:
+    """RUN_DIR/best.json: the evaluated step with the highest class accuracy (else the lowest
+    reference Frechet distance); kept across resumes. Returns the best so far."""
+    path = Path(out_dir) / "best.json"
+    key, sign = ("accuracy", 1.0) if "accuracy" in metrics else ("ref_fd", -1.0)
+    try:
+        best = json.loads(path.read_text())
+    except (OSError, ValueError):
+        best = None
+    if key not in metrics:
+        return best if isinstance(best, dict) else {"step": step}
+    if (not isinstance(best, dict) or best.get("key") != key or not isinstance(best.get("value"), (int, float))
+            or sign * metrics[key] > sign * best["value"]):
+        best = {"step": step, "key": key, "value": metrics[key], "metrics": metrics}
+        path.write_text(json.dumps(best, indent=2))
+    return best

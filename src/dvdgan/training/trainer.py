@@ -36,7 +36,7 @@ from dvdgan.models import DualDiscriminator, power_iteration
 from dvdgan.models.discriminators import sample_frame_indices
 from dvdgan.models.layers import set_activation_checkpointing
 from dvdgan.models.prediction import build_generator, full_video
-from dvdgan.rundir import check_writable
+from dvdgan.rundir import check_writable, record_best, write_run_info
 from dvdgan.training.distributed import (
     all_ranks,
     any_rank,
@@ -580,7 +580,7 @@ class Trainer:
         for k, v in metrics.items():
             w.add_scalar(f"eval/{k}", v, self.step)
         elapsed = time.perf_counter() - self.started
-        best = self._record_best(metrics)
+        best = record_best(self.out_dir, self.step, metrics)
         with open(self.out_dir / "metrics.jsonl", "a") as f:
             f.write(json.dumps({"step": self.step, "elapsed_s": round(elapsed, 1), **metrics,
                                 "best_step": best["step"]}) + "\n")
@@ -591,22 +591,6 @@ class Trainer:
         from tqdm.auto import tqdm
 
         tqdm.write(f"step {self.step}: {shown} (best step {best['step']})", file=sys.stderr)
-
-    def _record_best(self, metrics: dict[str, float]) -> dict:
-        """RUN_DIR/best.json: the evaluated step with the highest class accuracy (else the lowest
-        reference Frechet distance); kept across resumes."""
-        path = self.out_dir / "best.json"
-        key, sign = ("accuracy", 1.0) if "accuracy" in metrics else ("ref_fd", -1.0)
-        try:
-            best = json.loads(path.read_text())
-        except (OSError, ValueError):
-            best = None
-        if key not in metrics:
-            return best or {"step": self.step}
-        if not isinstance(best, dict) or best.get("key") != key or sign * metrics[key] > sign * best["value"]:
-            best = {"step": self.step, "key": key, "value": metrics[key], "metrics": metrics}
-            path.write_text(json.dumps(best, indent=2))
-        return best
 
     # ------------------------------------------------------------------------------------
     # the loop
@@ -716,9 +700,8 @@ class Trainer:
             self.save()
 
     def _write_run_info(self) -> None:
-        """RUN_DIR/run_info.json: how this launch resolved the batch; earlier launches under "history"."""
         t = self.cfg.train
-        info = {
+        write_run_info(self.out_dir, {
             "world_size": self.dist.world_size, "backend": self.dist.backend or None, "device": str(self.device),
             "per_replica_batch": self.per_replica_batch, "grad_accum": t.grad_accum,
             "effective_batch": self.effective_batch, "data_sharding": t.data_sharding,
@@ -726,16 +709,7 @@ class Trainer:
             "bf16": t.bf16, "compile": t.compile, "activation_checkpointing": t.activation_checkpointing,
             "start_step": self.step, "resumed_from": str(self.resumed_from) if self.resumed_from else None,
             "torch": torch.__version__,
-        }
-        path = self.out_dir / "run_info.json"
-        history = []
-        if path.exists():
-            try:
-                prev = json.loads(path.read_text())
-                history = prev.pop("history", []) + [prev]
-            except (OSError, json.JSONDecodeError, AttributeError):
-                history = []
-        path.write_text(json.dumps({**info, "history": history}, indent=2))
+        })
 
     def _finish(self) -> None:
         if self.writer is not None:
