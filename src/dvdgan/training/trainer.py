@@ -67,16 +67,6 @@ class Network:
     frozen: nn.Module
 
 
-def classes_from_data(cfg: Config, dataset) -> tuple[Config, str | None]:
-    """A synthesis model's class count from a labelled dataset whose count differs from the
-    preset's: (config with model.num_classes set, the one line that says so)."""
-    have, want = dataset.num_classes, cfg.model.num_classes
-    if cfg.model.context_frames or have == want or have < 1:
-        return cfg, None
-    return apply_overrides(cfg, [f"model.num_classes={have}"]), (
-        f"model.num_classes={have} from the dataset's {have} classes (the preset has {want})")
-
-
 class Trainer:
     """Usage: ``Trainer(cfg, run_dir).train()``; or, step by step, ``trainer.train_step(batches)``
     with an iterator of real ``(uint8 video, label)`` batches (what the loop and the benchmark do).
@@ -137,15 +127,14 @@ class Trainer:
 
     def _check_classes(self, from_data: bool) -> None:
         m, have = self.cfg.model, self.dataset.num_classes
-        if m.context_frames or have <= m.num_classes and not from_data:
+        if m.context_frames or have == m.num_classes or have < 1 or (have < m.num_classes and not from_data):
             return
-        if from_data:
-            self.cfg, notice = classes_from_data(self.cfg, self.dataset)
-            if notice:
-                self._notices.append(notice)
-            return
-        raise DvdganError(f"the dataset has {have} classes but model.num_classes is {m.num_classes}: "
-                          f"set model.num_classes={have}")
+        if not from_data:
+            raise DvdganError(f"the dataset has {have} classes but model.num_classes is {m.num_classes}: "
+                              f"set model.num_classes={have}")
+        self._notices.append(f"model.num_classes={have} from the dataset's {have} classes (the preset has "
+                             f"{m.num_classes})")
+        self.cfg = apply_overrides(self.cfg, [f"model.num_classes={have}"])
 
     def _resolve_batch(self) -> None:
         """Effective batch = per-replica batch x replicas x accumulation steps."""
