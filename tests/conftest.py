@@ -6,6 +6,7 @@ Test modules import the plain helpers too: ``from conftest import TINY, tiny_cfg
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
@@ -37,6 +38,15 @@ def make_tiny_model_config(**overrides) -> ModelConfig:
 def tiny_cfg(*extra: str) -> Config:
     """The shapes preset with the TINY overrides, then ``extra`` ones."""
     return apply_overrides(get_preset("shapes"), TINY + list(extra))
+
+
+def tiny_run(out: Path, steps: int) -> Path:
+    """Train the tiny shapes config for ``steps`` steps into run directory ``out`` (one checkpoint, at
+    the end); returns ``out``."""
+    from dvdgan.training import train
+
+    train(tiny_cfg("train.checkpoint_every=100"), out, max_steps=steps, progress=False)
+    return out
 
 
 @pytest.fixture

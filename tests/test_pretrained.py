@@ -11,22 +11,17 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from conftest import TINY
+from conftest import tiny_run
 from dvdgan import pretrained
 from dvdgan.checkpoint import resolve_checkpoint
 from dvdgan.cli import main
-from dvdgan.config import apply_overrides, get_preset
 from dvdgan.errors import CheckpointError
 from dvdgan.sampling import generate, load_generator
-from dvdgan.training import train
 
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("run")
-    train(apply_overrides(get_preset("shapes"), TINY + ["train.checkpoint_every=100"]), out, max_steps=2,
-          progress=False)
-    return out
+    return tiny_run(tmp_path_factory.mktemp("run"), steps=2)
 
 
 def test_export_keeps_only_the_ema_generator_and_samples_the_same(run_dir, tmp_path, capsys):

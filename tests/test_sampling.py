@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import TINY
+from conftest import TINY, tiny_run
 from dvdgan.checkpoint import list_checkpoints, save_checkpoint
 from dvdgan.cli import main
 from dvdgan.config import apply_overrides, get_preset
@@ -28,7 +28,6 @@ from dvdgan.sampling import (
     write_interpolation,
     write_samples,
 )
-from dvdgan.training import train
 from dvdgan.video_io import frames_image, make_grid, time_image, upscale
 
 T, R = 4, 16  # frames and resolution of the TINY model
@@ -37,10 +36,7 @@ T, R = 4, 16  # frames and resolution of the TINY model
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory) -> Path:
     """A run directory with one tiny checkpoint trained on the built-in shapes dataset (6 classes)."""
-    out = tmp_path_factory.mktemp("run")
-    train(apply_overrides(get_preset("shapes"), TINY + ["train.checkpoint_every=100"]), out, max_steps=1,
-          progress=False)
-    return out
+    return tiny_run(tmp_path_factory.mktemp("run"), steps=1)
 
 
 def mp4_info(path: Path) -> tuple[int, int, int, float]:

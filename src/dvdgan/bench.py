@@ -70,6 +70,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from dvdgan.config import Config, ModelConfig, apply_overrides, get_preset, load_config
 from dvdgan.data.transforms import to_model_input
 from dvdgan.errors import DvdganError
+from dvdgan.memory import rss_kb
 
 SECTIONS = ("step", "step64", "flops", "sample", "dual", "data")
 LARGE_STEP = ("kinetics600-12x64", ("model.g_ch=32", "model.d_ch=32"))
@@ -137,17 +138,6 @@ def _median(xs: list[float]) -> float:
     return float(statistics.median(xs)) if xs else float("nan")
 
 
-def _rss_kb(field: str) -> int | None:
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith(field + ":"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return None
-
-
 class _PeakMemory:
     """Peak memory of the code run inside: CUDA max_memory_allocated, or on CPU the process's peak
     resident set (VmHWM, reset through /proc/self/clear_refs; else ru_maxrss, which never resets)."""
@@ -172,7 +162,7 @@ class _PeakMemory:
             torch.cuda.synchronize(self.device)
             self.mb, self.kind = torch.cuda.max_memory_allocated(self.device) / 2**20, "cuda_max_memory_allocated"
         else:
-            hwm = _rss_kb("VmHWM")
+            hwm = rss_kb("VmHWM")
             if hwm is not None:
                 self.mb, self.kind = hwm / 1024, "process_peak_rss(VmHWM)"
             else:

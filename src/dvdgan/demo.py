@@ -71,9 +71,9 @@ class Explorer:
         from dvdgan import sampling
 
         names = self.class_names
-        n = _int(q, "n", 4, 1, MAX_N)
-        truncation = _float(q, "truncation", 1.0, 0.0, 1.0)
-        seed = _int(q, "seed", 0, 0, 2**31 - 1)
+        n = _number(q, "n", 4, 1, MAX_N, int)
+        truncation = _number(q, "truncation", 1.0, 0.0, 1.0)
+        seed = _number(q, "seed", 0, 0, 2**31 - 1, int)
         spec = q.get("classes", "").strip()
         classes = (sampling.resolve_classes([spec], names, len(names)) if spec
                    else list(range(len(names))))
@@ -93,9 +93,9 @@ class Explorer:
         mode = q.get("mode", "class")
         if mode not in ("class", "latent"):
             raise DvdganError(f"mode must be class or latent, got {mode!r}")
-        steps = _int(q, "steps", 6, 2, MAX_STEPS)
-        truncation = _float(q, "truncation", 1.0, 0.0, 1.0)
-        seed = _int(q, "seed", 0, 0, 2**31 - 1)
+        steps = _number(q, "steps", 6, 2, MAX_STEPS, int)
+        truncation = _number(q, "truncation", 1.0, 0.0, 1.0)
+        seed = _number(q, "seed", 0, 0, 2**31 - 1, int)
         (a,) = sampling.resolve_classes([q.get("a", "0")], names, len(names))
         src = (self.generator, self.cfg)
         with self.lock:
@@ -121,25 +121,17 @@ class Explorer:
         return {"url": f"/media/{key}.gif", "label": label, "class": cls}
 
 
-def _int(q: dict[str, str], key: str, default: int, low: int, high: int) -> int:
-    raw = q.get(key, "")
+def _number(q: dict[str, str], key: str, default, low, high, kind: type = float):
+    """Query parameter ``key`` as ``kind`` (int or float) in [low, high]; ``default`` when absent."""
+    raw = q.get(key, "").strip()
     try:
-        v = int(raw) if raw.strip() else default
+        v = kind(raw) if raw else default
     except ValueError:
-        raise DvdganError(f"{key} must be an integer, got {raw!r}") from None
-    if not low <= v <= high:
-        raise DvdganError(f"{key} must be in [{low}, {high}], got {v}")
-    return v
-
-
-def _float(q: dict[str, str], key: str, default: float, low: float, high: float) -> float:
-    raw = q.get(key, "")
-    try:
-        v = float(raw) if raw.strip() else default
-    except ValueError:
-        raise DvdganError(f"{key} must be a number, got {raw!r}") from None
+        what = "an integer" if kind is int else "a number"
+        raise DvdganError(f"{key} must be {what}, got {raw!r}") from None
     if not low <= v <= high:  # also refuses NaN
-        raise DvdganError(f"{key} must be in [{low:g}, {high:g}], got {raw}")
+        bounds = f"[{low:g}, {high:g}]" if kind is float else f"[{low}, {high}]"
+        raise DvdganError(f"{key} must be in {bounds}, got {raw or v}")
     return v
 
 

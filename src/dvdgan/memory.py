@@ -383,7 +383,8 @@ def parse_size(text: str) -> float:
 # --------------------------------------------------------------------------------------------
 
 
-def _rss_kb(field: str) -> int | None:
+def rss_kb(field: str) -> int | None:
+    """A ``/proc/self/status`` field of this process in kB (``VmRSS``, ``VmHWM``); None where there is none."""
     try:
         with open("/proc/self/status") as f:
             for line in f:
@@ -420,7 +421,7 @@ def measure_step(cfg: Config, batch: int, device: str = "cpu") -> dict[str, Any]
                 torch.cuda.synchronize(dev)
                 torch.cuda.reset_peak_memory_stats(dev)
                 before = torch.cuda.memory_allocated(dev)
-            rss0 = _rss_kb("VmRSS")
+            rss0 = rss_kb("VmRSS")
             try:
                 with open("/proc/self/clear_refs", "w") as f:
                     f.write("5")  # VmHWM <- VmRSS
@@ -430,7 +431,7 @@ def measure_step(cfg: Config, batch: int, device: str = "cpu") -> dict[str, Any]
                 trainer.train_step(data)
             out["live_peak_bytes"] = live.peak
             if rss0 is not None and dev.type == "cpu":
-                out["rss_growth_bytes"] = (_rss_kb("VmHWM") - rss0) * 1024
+                out["rss_growth_bytes"] = (rss_kb("VmHWM") - rss0) * 1024
             if dev.type == "cuda":
                 torch.cuda.synchronize(dev)
                 out["cuda_max_memory_allocated_bytes"] = torch.cuda.max_memory_allocated(dev)
