@@ -94,14 +94,20 @@ def test_same_seed_same_pixels_and_legacy_generate_agrees(run_dir):
 def test_truncation_zero_collapses_a_class_and_variance_grows_with_truncation(run_dir):
     g, cfg = load_generator(run_dir)
     zero = generate((g, cfg), classes=[1, 4], n=6, truncation=0.0, seed=0)
-    assert all(torch.equal(zero[i], zero[i % 2]) for i in range(6))
-    assert not torch.equal(zero[0], zero[1])
+
+    def levels_apart(a: torch.Tensor, b: torch.Tensor) -> int:
+        return (a.int() - b.int()).abs().max().item()
+
+    # one z per class; equal up to rounding: with 2 threads the batch rows are not computed
+    # bit-identically (one pixel of 3072 one uint8 level apart)
+    assert all(levels_apart(zero[i], zero[i % 2]) <= 1 for i in range(6))
+    assert levels_apart(zero[0], zero[1]) > 1
 
     def spread(s: float) -> float:
         v = generate((g, cfg), classes=[1], n=8, truncation=s, seed=1).float()
         return v.var(0).mean().item()
 
-    assert spread(0.0) == 0.0
+    assert spread(0.0) < 0.01 * spread(0.25)
     assert 0.0 < spread(0.25) < spread(1.0)
 
 
