@@ -12,7 +12,7 @@ from dvdgan.losses import d_hinge_loss, dual_d_loss, dual_g_loss, g_hinge_loss
 from dvdgan.models import DualDiscriminator, SpatialDiscriminator, TemporalDiscriminator
 from dvdgan.models.discriminators import downsample_phi, sample_frame_indices
 from dvdgan.models.layers import DBlock, SeparableAttention
-from dvdgan.models.straightforward import StraightforwardDualDiscriminator
+from dvdgan.models.straightforward import build_straightforward_discriminator
 
 
 def _coded_video(b: int, t: int, res: int) -> torch.Tensor:
@@ -217,7 +217,7 @@ def test_temporal_d_sees_context_and_generated_frames(tiny_model_config):
     cfg = tiny_model_config(frames=3, context_frames=2, num_classes=1)
     torch.manual_seed(0)
     d = DualDiscriminator(cfg)
-    oracle = StraightforwardDualDiscriminator(cfg)
+    oracle = build_straightforward_discriminator(cfg)
     oracle.load_state_dict(d.state_dict())
     video = torch.randn(2, cfg.total_frames, 3, cfg.resolution, cfg.resolution)
     y = torch.zeros(2, dtype=torch.long)
@@ -284,7 +284,7 @@ def test_discriminator_equals_its_straightforward_formulation(tiny_model_config,
     with torch.no_grad():
         for p in fast.parameters():  # attention gains and biases: nothing at its initial zero
             p.add_(0.05 * torch.randn_like(p))
-    oracle = StraightforwardDualDiscriminator(cfg)
+    oracle = build_straightforward_discriminator(cfg)
     oracle.load_state_dict(fast.state_dict())
     video = torch.randn(3, cfg.total_frames, 3, cfg.resolution, cfg.resolution)
     y = torch.tensor([0, 0, 0]) if cfg.num_classes == 1 else torch.tensor([0, 1, 2])

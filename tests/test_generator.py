@@ -11,11 +11,7 @@ import torch.nn.functional as F
 from dvdgan.models import Generator
 from dvdgan.models.layers import ConditionalBatchNorm, TimestepBatchNorm
 from dvdgan.models.prediction import PredictionGenerator, build_generator
-from dvdgan.models.straightforward import (
-    StraightforwardGenerator,
-    StraightforwardPredictionGenerator,
-    build_straightforward_generator,
-)
+from dvdgan.models.straightforward import StraightforwardConvGRU, build_straightforward_generator
 
 B = 2
 
@@ -162,7 +158,7 @@ def test_class_embedding_replaces_e_of_y(tiny_model_config):
 @pytest.mark.parametrize("mode", ["train", "eval"])
 def test_generator_equals_its_straightforward_formulation(tiny_model_config, mode):
     torch.manual_seed(0)
-    oracle = StraightforwardGenerator(tiny_model_config(gru_initial_state="learned"))
+    oracle = build_straightforward_generator(tiny_model_config(gru_initial_state="learned"))
     with torch.no_grad():
         for p in oracle.parameters():  # learned initial states, biases: nothing at its initial zero
             p.add_(0.05 * torch.randn_like(p))
@@ -267,7 +263,8 @@ def test_prediction_generator_equals_its_straightforward_formulation(tiny_model_
     torch.manual_seed(0)
     fast = build_generator(_fp_config(tiny_model_config))
     oracle = build_straightforward_generator(fast.cfg)
-    assert type(oracle) is StraightforwardPredictionGenerator
+    assert type(oracle) is PredictionGenerator
+    assert all(type(g.gru) is StraightforwardConvGRU for g in oracle.groups)
     oracle.load_state_dict(fast.state_dict())
     z, y = _inputs(fast.cfg)
     ctx = _context(fast.cfg)

@@ -11,7 +11,7 @@ import torch
 from dvdgan.config import Config
 from dvdgan.models import DualDiscriminator
 from dvdgan.models.prediction import build_generator
-from dvdgan.models.straightforward import StraightforwardDualDiscriminator, build_straightforward_generator
+from dvdgan.models.straightforward import build_straightforward_discriminator, build_straightforward_generator
 
 
 def _summary(x: torch.Tensor) -> tuple[float, float]:
@@ -23,7 +23,7 @@ def _summary(x: torch.Tensor) -> tuple[float, float]:
 def _outputs(cfg, b: int = 3, straightforward: bool = False) -> dict[str, tuple[float, float]]:
     torch.manual_seed(0)
     g = (build_straightforward_generator if straightforward else build_generator)(cfg).double()
-    d = (StraightforwardDualDiscriminator if straightforward else DualDiscriminator)(cfg).double()
+    d = (build_straightforward_discriminator if straightforward else DualDiscriminator)(cfg).double()
     gen = torch.Generator().manual_seed(1)
     z = torch.randn(b, cfg.z_dim, generator=gen, dtype=torch.float64)
     y = torch.randint(cfg.num_classes, (b,), generator=gen)

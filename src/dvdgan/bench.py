@@ -260,7 +260,7 @@ class StraightforwardStep:
                  batch: int | None = None, seed: int = 0):
         """From ``trainer`` (its config, device, batch and weights), or with fresh weights drawn from
         ``seed`` for ``cfg`` on ``device`` (``"meta"``: no memory, for counting FLOPs) at ``batch``."""
-        from dvdgan.models.straightforward import StraightforwardDualDiscriminator, build_straightforward_generator
+        from dvdgan.models.straightforward import build_straightforward_discriminator, build_straightforward_generator
 
         if trainer is not None:
             cfg, device, batch = trainer.cfg, trainer.device, trainer.per_replica_batch
@@ -272,7 +272,7 @@ class StraightforwardStep:
             torch.manual_seed(seed)
             with torch.device(self.device):
                 self.G = build_straightforward_generator(m)
-                self.D = StraightforwardDualDiscriminator(m)
+                self.D = build_straightforward_discriminator(m)
         if trainer is not None:
             self.G.load_state_dict(trainer.G.state_dict())
             self.D.load_state_dict(trainer.D.state_dict())

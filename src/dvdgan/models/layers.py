@@ -65,8 +65,7 @@ class SNConv2d(SpectralNorm, nn.Conv2d):
 
 
 class SNConv3d(SpectralNorm, nn.Conv3d):
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self._conv_forward(x, self.sn_weight(), self.bias)
+    forward = SNConv2d.forward
 
 
 class SNLinear(SpectralNorm, nn.Linear):
@@ -139,13 +138,10 @@ def _per_timestep_batch_norm(
     bt, c, h, w = x.shape
     xv = x.reshape(bt // frames, frames * c, h, w)
     if cross_replica and training and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        # Cross-replica BN: statistics over the global batch (still per timestep), in fp32 (also
-        # under bf16 autocast; fp64 stays fp64, which tests/test_distributed.py's 2-vs-1-process
-        # training check needs). Two passes, like F.batch_norm: an all_reduce of [sum x, count]
-        # gives the mean, then one of sum (x - mean)^2 the variance. (E[x^2] - E[x]^2 in one
-        # all_reduce loses the variance to cancellation wherever |mean| >> std.) The backward of
-        # each all_reduce is an all_reduce of its gradient, so autograd gives the gradient of BN
-        # over the concatenated batch (tests/test_distributed.py checks it).
+        # Cross-replica BN: statistics over the global batch (still per timestep), in at least
+        # fp32. Two passes, like F.batch_norm (E[x^2] - E[x]^2 loses the variance to cancellation
+        # where |mean| >> std); autograd through the all_reduces gives BN's gradient over the
+        # concatenated batch (tests/test_distributed.py).
         xf = xv.to(torch.promote_types(xv.dtype, torch.float32))
         n_local = torch.tensor([xv.shape[0] * h * w], device=x.device, dtype=xf.dtype)
         sums = _AllReduceSum.apply(torch.cat([xf.sum(dim=(0, 2, 3)), n_local]))
@@ -385,17 +381,14 @@ class DBlock(nn.Module):
         self.shortcut = conv(in_ch, out_ch, 1, sn_eps=sn_eps) if (in_ch != out_ch or downsample) else None
 
     def pool_size(self, x: torch.Tensor) -> tuple[int, ...]:
-        if self.dims == 2:
-            return (2, 2)
-        return (2 if (self.downsample_time and x.shape[2] > 1) else 1, 2, 2)
+        time = (2 if self.downsample_time and x.shape[2] > 1 else 1,) if self.dims == 3 else ()
+        return (*time, 2, 2)
 
     def pool(self, x: torch.Tensor) -> torch.Tensor:
         """2x average pooling (3-D: time too, with ``downsample_time``; ceil mode for odd T)."""
         if not self.downsample:
             return x
-        if self.dims == 2:
-            return F.avg_pool2d(x, 2)
-        return F.avg_pool3d(x, self.pool_size(x), ceil_mode=True)
+        return F.avg_pool2d(x, 2) if self.dims == 2 else F.avg_pool3d(x, self.pool_size(x), ceil_mode=True)
 
     @checkpointable
     def forward(self, x: torch.Tensor) -> torch.Tensor:

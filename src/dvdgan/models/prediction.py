@@ -29,10 +29,7 @@ class ConditioningStack(nn.Module):
                    sn_eps=cfg.sn_eps)
             for i in range(n)
         )  # B.4: a residual network identical to D_S
-        out_res, res = [], cfg.resolution
-        for i in range(n):
-            res = res // 2 if i < n - 1 else res
-            out_res.append(res)
+        out_res = [cfg.resolution // 2 ** min(i + 1, n - 1) for i in range(n)]  # after each block
         # For each G group, the deepest block whose output has the group's resolution.
         self.taps: list[int] = []
         for r in state_resolutions:
@@ -44,21 +41,15 @@ class ConditioningStack(nn.Module):
             SNConv2d(c * widths[tap], ch, 3, padding=1, sn_eps=cfg.sn_eps)
             for tap, ch in zip(self.taps, state_channels)
         )
-        self.context_frames = c
 
     def forward(self, context: torch.Tensor) -> list[torch.Tensor]:
         b, c = context.shape[:2]
-        h = context.flatten(0, 1)  # each conditioning frame separately
-        feats = []
+        h, feats = context.flatten(0, 1), []  # each conditioning frame separately
         for blk in self.blocks:
             h = blk(h)
             feats.append(h)
-        states = []
-        for tap, proj in zip(self.taps, self.projections):
-            f = feats[tap]
-            stacked = f.reshape(b, c * f.shape[1], f.shape[2], f.shape[3])  # stack the C maps on channels
-            states.append(F.relu(proj(stacked)))
-        return states
+        return [F.relu(proj(feats[tap].unflatten(0, (b, c)).flatten(1, 2)))  # the C maps stacked on channels
+                for tap, proj in zip(self.taps, self.projections)]
 
 
 class PredictionGenerator(Generator):

@@ -6,7 +6,7 @@ equations of B.2 frame by frame (three spectrally normed convolutions on concate
 nearest upsampling then the 3x3 convolution, the 3x3 convolution then average pooling, gains
 and biases repeated per frame. Same function, same parameters and buffers (state-dict keys are
 identical, so ``load_state_dict`` works both ways), slower. Whole networks are the networks of
-this package with every block switched to its straightforward class.
+this package with every block switched to its straightforward class (:func:`make_straightforward`).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from dvdgan.config import ModelConfig
 from dvdgan.models.discriminators import DualDiscriminator
 from dvdgan.models.generator import Generator
 from dvdgan.models.layers import ConditionalBatchNorm, ConvGRU, DBlock, GBlock
-from dvdgan.models.prediction import PredictionGenerator
+from dvdgan.models.prediction import build_generator
 
 
 class StraightforwardConditionalBatchNorm(ConditionalBatchNorm):
@@ -85,24 +85,10 @@ def make_straightforward(module: nn.Module) -> nn.Module:
     return module
 
 
-class StraightforwardGenerator(Generator):
-    def __init__(self, cfg: ModelConfig):
-        super().__init__(cfg)
-        make_straightforward(self)
-
-
-class StraightforwardPredictionGenerator(PredictionGenerator):
-    def __init__(self, cfg: ModelConfig):
-        super().__init__(cfg)
-        make_straightforward(self)
-
-
-class StraightforwardDualDiscriminator(DualDiscriminator):
-    def __init__(self, cfg: ModelConfig):
-        super().__init__(cfg)
-        make_straightforward(self)
-
-
 def build_straightforward_generator(cfg: ModelConfig) -> Generator:
-    """As :func:`dvdgan.models.prediction.build_generator`, straightforward."""
-    return StraightforwardPredictionGenerator(cfg) if cfg.context_frames > 0 else StraightforwardGenerator(cfg)
+    """As :func:`dvdgan.models.prediction.build_generator`, every block straightforward."""
+    return make_straightforward(build_generator(cfg))
+
+
+def build_straightforward_discriminator(cfg: ModelConfig) -> DualDiscriminator:
+    return make_straightforward(DualDiscriminator(cfg))
