@@ -11,7 +11,8 @@ evaluates the EMA generator of every checkpoint of each run with the dataset's r
 (:func:`dvdgan.training.evaluation.evaluate_generator`, 240 class-balanced samples): class accuracy,
 the reference Frechet distance beside its real-vs-real floor, motion (centroid px/frame) beside the
 real clips', per-frame class consistency beside the real clips', and the training wall time of each
-checkpoint (from the run's TensorBoard step times).
+checkpoint (from the run's TensorBoard step times). ``--steps`` picks checkpoints; ``--data DIR`` judges
+with another dataset's classifier and real clips (a run on a quarter set by the full set's).
 """
 
 from __future__ import annotations
@@ -45,7 +46,8 @@ def _step_seconds(run: Path) -> dict[int, float]:
     return out
 
 
-def judge_run(run: Path, n: int, device: str) -> list[dict]:
+def judge_run(run: Path, n: int, device: str, steps: list[int] | None = None, data: str | None = None
+              ) -> list[dict]:
     import torch
 
     from dvdgan.checkpoint import list_checkpoints
@@ -56,10 +58,14 @@ def judge_run(run: Path, n: int, device: str) -> list[dict]:
     seconds = _step_seconds(run)
     rows = []
     for ckpt in list_checkpoints(run / "checkpoints"):
+        step = int(ckpt.name.split("_")[1])
+        if steps and step not in steps:
+            continue
         g, cfg = load_generator(ckpt, ema=True, device=device)
+        if data:  # judged by another dataset's classifier and real clips (a quarter set's run by the full set's)
+            cfg.data.path = data
         dataset = build_dataset(cfg.data, split=cfg.data.split, frames=cfg.model.total_frames,
                                 resolution=cfg.model.resolution, seed=cfg.train.seed)
-        step = int(ckpt.name.split("_")[1])
         with torch.no_grad():
             metrics = evaluate_generator(g, cfg, dataset, n=n, device=device)
         near = max((s for s in seconds if s <= step), default=None)
@@ -71,7 +77,7 @@ def judge_run(run: Path, n: int, device: str) -> list[dict]:
 
 
 def judge(args: argparse.Namespace) -> int:
-    rows = [r for run in args.runs for r in judge_run(Path(run), args.n, args.device)]
+    rows = [r for run in args.runs for r in judge_run(Path(run), args.n, args.device, args.steps, args.data)]
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2) + "\n")
     keys = ("accuracy", "ref_fd", "ref_fd_floor", "motion", "motion_real", "consistency", "consistency_real",
@@ -96,6 +102,8 @@ def main(argv: list[str] | None = None) -> int:
     j.add_argument("--n", type=int, default=240, help="samples per checkpoint")
     j.add_argument("--device", default="cpu")
     j.add_argument("--json", default=None)
+    j.add_argument("--steps", type=int, nargs="+", default=None, help="only these checkpoints")
+    j.add_argument("--data", default=None, help="judge with this dataset's reference classifier and real clips")
     args = p.parse_args(argv)
     return train(args) if args.cmd == "train" else judge(args)
 
