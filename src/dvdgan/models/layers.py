@@ -381,8 +381,9 @@ class DBlock(nn.Module):
         self.shortcut = conv(in_ch, out_ch, 1, sn_eps=sn_eps) if (in_ch != out_ch or downsample) else None
 
     def pool_size(self, x: torch.Tensor) -> tuple[int, ...]:
-        time = (2 if self.downsample_time and x.shape[2] > 1 else 1,) if self.dims == 3 else ()
-        return (*time, 2, 2)
+        if self.dims == 2:
+            return (2, 2)
+        return (2 if (self.downsample_time and x.shape[2] > 1) else 1, 2, 2)
 
     def pool(self, x: torch.Tensor) -> torch.Tensor:
         """2x average pooling (3-D: time too, with ``downsample_time``; ceil mode for odd T)."""

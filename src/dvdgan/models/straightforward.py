@@ -91,4 +91,5 @@ def build_straightforward_generator(cfg: ModelConfig) -> Generator:
 
 
 def build_straightforward_discriminator(cfg: ModelConfig) -> DualDiscriminator:
+    """:class:`DualDiscriminator`, every block straightforward."""
     return make_straightforward(DualDiscriminator(cfg))
