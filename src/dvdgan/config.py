@@ -447,12 +447,14 @@ def _kinetics(name: str, frames: int, res: int, g, d, ch: int, ckpt_act: bool = 
 
 def _shapes() -> Config:
     # The default: a tiny CPU preset, the paper's architecture at ch = 8 with k = 4 of 8 frames at
-    # 32x32. Where it departs from B.3 and why: docs/design.md, "The built-in dataset and the tiny presets".
+    # 32x32, D_T on full-resolution frames (phi = identity, 4.3). Where it departs from the paper and
+    # why: docs/design.md, "The built-in dataset and the tiny presets".
     return Config(
         name="shapes",
         model=ModelConfig(
             resolution=32, frames=8, num_classes=6, z_dim=32, embed_dim=32, g_ch=8, g_embed_init="normal",
             g_multipliers=(8, 4, 4, 1), d_ch=8, d_multipliers=(2, 4, 8, 8), frames_per_spatial_d=4,
+            temporal_downsample="identity",
         ),
         data=DataConfig(dataset="shapes", frame_stride=1, num_workers=-1),
         train=TrainConfig(
