@@ -380,3 +380,18 @@ def test_dual_losses_sum_both_discriminators():
     assert g_parts["g_loss_spatial"].item() == pytest.approx(1.5)
     assert g_parts["g_loss_temporal"].item() == pytest.approx(-0.5)
     assert g_total.item() == pytest.approx(1.0)
+
+
+def test_default_preset_d_t_sees_full_resolution_frames_and_paper_presets_pool():
+    # The tiny default preset's D_T judges every frame at 32x32 (phi = identity, docs/design.md);
+    # the paper presets keep 2x2 average pooling (3.1).
+    from dvdgan.config import PRESETS, get_preset
+
+    m = get_preset("shapes").model
+    dt = TemporalDiscriminator(m)
+    assert dt.input_resolution == m.resolution
+    video = torch.randn(2, m.frames, 3, m.resolution, m.resolution)
+    assert torch.equal(downsample_phi(video, m.temporal_downsample), video)
+    for name in PRESETS:
+        if not name.startswith("shapes"):
+            assert get_preset(name).model.temporal_downsample == "avg2", name
