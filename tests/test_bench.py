@@ -11,10 +11,10 @@ import torch
 import torch.nn.functional as F
 
 from conftest import TINY_NETWORK as TINY
+from dvdgan.baselines import FullVideoDiscriminator, make_straightforward
 from dvdgan.bench import (
     TARGETS,
     BenchOptions,
-    FullVideoDiscriminator,
     format_table,
     run_bench,
     straightforward_step_flops,
@@ -33,7 +33,6 @@ from dvdgan.models.layers import (
     power_iteration,
     upsample_conv3x3,
 )
-from dvdgan.models.straightforward import make_straightforward
 
 REQUIRED = ("step_speedup", "dual_vs_full_d_time_ratio", "flops_fraction_of_matmul")
 
@@ -119,7 +118,7 @@ def test_full_video_discriminator_is_3d_on_every_frame(tiny_model_config):
 
 
 # --------------------------------------------------------------------------------------------
-# optimised == straightforward (models/straightforward.py), module by module
+# optimised == straightforward (dvdgan/baselines.py), module by module
 # --------------------------------------------------------------------------------------------
 
 

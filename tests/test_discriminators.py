@@ -1,18 +1,18 @@
 """The dual discriminator of section 3.1 / B.2 and the hinge losses of 2.2: D_S judges k frames
 per video at full resolution and sums their scores, D_T judges all frames after phi, both
 projection-conditioned; the FP variant never lets D_S sample the conditioning frames (B.4); D
-against its straightforward formulation (models/straightforward.py)."""
+against its straightforward formulation (dvdgan/baselines.py)."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
+from dvdgan.baselines import build_straightforward_discriminator
 from dvdgan.losses import d_hinge_loss, dual_d_loss, dual_g_loss, g_hinge_loss
 from dvdgan.models import DualDiscriminator, SpatialDiscriminator, TemporalDiscriminator
 from dvdgan.models.discriminators import downsample_phi, sample_frame_indices
 from dvdgan.models.layers import DBlock, SeparableAttention
-from dvdgan.models.straightforward import build_straightforward_discriminator
 
 
 def _coded_video(b: int, t: int, res: int) -> torch.Tensor:

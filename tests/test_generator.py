@@ -1,6 +1,6 @@
 """The generator of B.2 and DVD-GAN-FP's (B.4): shapes, tanh range, per-timestep BN, final layers,
 class conditioning (class ids or a given class embedding), the conditioning stack, and the networks
-against their straightforward formulation (models/straightforward.py)."""
+against their straightforward formulation (dvdgan/baselines.py)."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from dvdgan.baselines import StraightforwardConvGRU, build_straightforward_generator
 from dvdgan.models import Generator
 from dvdgan.models.layers import ConditionalBatchNorm, TimestepBatchNorm
 from dvdgan.models.prediction import PredictionGenerator, build_generator
-from dvdgan.models.straightforward import StraightforwardConvGRU, build_straightforward_generator
 
 B = 2
 

@@ -1,6 +1,6 @@
 """Building blocks against the paper: the ConvGRU equations of B.2, BN statistics per timestep (B.2,
 appendix D), spectral norm and orthogonal init (B.3), separable attention (appendix A); every block
-against its straightforward formulation (models/straightforward.py); activation checkpointing."""
+against its straightforward formulation (dvdgan/baselines.py); activation checkpointing."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from dvdgan.baselines import make_straightforward
 from dvdgan.models import DualDiscriminator
 from dvdgan.models.layers import (
     ConditionalBatchNorm,
@@ -30,7 +31,6 @@ from dvdgan.models.layers import (
     upsample_conv3x3,
 )
 from dvdgan.models.prediction import build_generator
-from dvdgan.models.straightforward import make_straightforward
 
 # --------------------------------------------------------------------------------------------
 # ConvGRU (B.2)
@@ -366,7 +366,7 @@ def test_separable_attention_memory_scales_as_max_of_the_three_axes():
 
 
 # --------------------------------------------------------------------------------------------
-# Every block against its straightforward formulation (models/straightforward.py), in float64
+# Every block against its straightforward formulation (dvdgan/baselines.py), in float64
 # --------------------------------------------------------------------------------------------
 
 

@@ -8,10 +8,10 @@ from __future__ import annotations
 import pytest
 import torch
 
+from dvdgan.baselines import build_straightforward_discriminator, build_straightforward_generator
 from dvdgan.config import Config
 from dvdgan.models import DualDiscriminator
 from dvdgan.models.prediction import build_generator
-from dvdgan.models.straightforward import build_straightforward_discriminator, build_straightforward_generator
 
 
 def _summary(x: torch.Tensor) -> tuple[float, float]:

@@ -70,9 +70,10 @@ def test_standing_statistics_are_saved_for_the_ema_generator(tmp_path):
 
 def test_optimised_and_straightforward_steps_compute_the_same_updates(tmp_path):
     """Trainer.train_step (fused blocks, no G graph in D updates, no D weight gradients in G updates)
-    against bench.StraightforwardStep (models/straightforward.py, literal updates) from the same
+    against baselines.StraightforwardStep (literal updates) from the same
     weights and seeds: the weights after two full steps (2 D updates + 1 G update each) agree."""
-    from dvdgan.bench import FixedBatches, StraightforwardStep
+    from dvdgan.baselines import StraightforwardStep
+    from dvdgan.bench import FixedBatches
 
     # adam_eps: conv biases that feed a BN have an exactly-zero true gradient; with a tiny eps Adam
     # turns their rounding noise into full-size steps. The shapes preset's lr 1e-3 amplifies float

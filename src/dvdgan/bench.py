@@ -8,7 +8,7 @@ Sections (``sections=`` / ``--only``):
     One training step (``train.d_steps`` D updates and one G update, EMA update included) at the
     benchmarked preset: the optimised formulation (:meth:`dvdgan.training.Trainer.train_step`;
     on CUDA also ``train.compile`` and ``train.bf16``) against the straightforward one
-    (:class:`StraightforwardStep` with :mod:`dvdgan.models.straightforward`, eager fp32), same
+    (:class:`dvdgan.baselines.StraightforwardStep`, eager fp32), same
     weights, same inputs. Seconds, videos per
     second (the G-update batch over the step time), peak memory (CPU: the process's peak resident
     set during the step, VmHWM after resetting it; CUDA: ``torch.cuda.max_memory_allocated``).
@@ -48,7 +48,6 @@ Sections (``sections=`` / ``--only``):
 from __future__ import annotations
 
 import contextlib
-import copy
 import dataclasses
 import json
 import math
@@ -67,8 +66,8 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from dvdgan.baselines import FullVideoDiscriminator, StraightforwardStep, make_straightforward
 from dvdgan.config import Config, ModelConfig, apply_overrides, get_preset, load_config
-from dvdgan.data.transforms import to_model_input
 from dvdgan.errors import DvdganError
 from dvdgan.memory import rss_kb
 
@@ -248,84 +247,6 @@ def build_trainer(cfg: Config, batch: int, device: str, out_dir: str | Path, *, 
     return Trainer(apply_overrides(cfg, extra), out_dir, progress=False, dataset=FixedBatches(cfg.model, batch))
 
 
-class StraightforwardStep:
-    """The baseline of every speed-up: one training step as a plain re-implementation writes it,
-    with the networks of :mod:`dvdgan.models.straightforward` holding ``trainer``'s weights: G's
-    graph is built in the D updates and detached, D's weight gradients are computed in the G update
-    and thrown away, every block is the literal sequence of the paper's operations. It draws z, y
-    and D_S's frames from the global RNG in the trainer's order, so from the same seed both compute
-    the same update (tests/test_training.py)."""
-
-    def __init__(self, trainer=None, *, cfg: Config | None = None, device: str | torch.device | None = None,
-                 batch: int | None = None, seed: int = 0):
-        """From ``trainer`` (its config, device, batch and weights), or with fresh weights drawn from
-        ``seed`` for ``cfg`` on ``device`` (``"meta"``: no memory, for counting FLOPs) at ``batch``."""
-        from dvdgan.models.straightforward import build_straightforward_discriminator, build_straightforward_generator
-
-        if trainer is not None:
-            cfg, device, batch = trainer.cfg, trainer.device, trainer.per_replica_batch
-        elif cfg is None or batch is None:
-            raise ValueError("pass a trainer, or cfg and batch")
-        self.cfg, self.device = cfg, torch.device(device or "cpu")
-        m, t = self.cfg.model, self.cfg.train
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            with torch.device(self.device):
-                self.G = build_straightforward_generator(m)
-                self.D = build_straightforward_discriminator(m)
-        if trainer is not None:
-            self.G.load_state_dict(trainer.G.state_dict())
-            self.D.load_state_dict(trainer.D.state_dict())
-        self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False)
-        self.opt_g = torch.optim.Adam(self.G.parameters(), lr=t.lr_g, betas=tuple(t.adam_betas), eps=t.adam_eps)
-        self.opt_d = torch.optim.Adam(self.D.parameters(), lr=t.lr_d, betas=tuple(t.adam_betas), eps=t.adam_eps)
-        self.batch, self.step = batch, 0
-
-    def _draw(self, batches: Iterator):
-        m = self.cfg.model
-        video, label = next(batches)
-        real = to_model_input(video.to(self.device))
-        y_real = label.to(self.device).long()
-        context = real[:, :m.context_frames] if m.context_frames else None
-        z = torch.randn(len(real), m.z_dim).to(self.device)
-        y = torch.randint(m.num_classes, (len(real),)).to(self.device)
-        if m.context_frames:
-            y, y_real = torch.zeros_like(y), torch.zeros_like(y_real)
-        return real, y_real, context, z, y
-
-    def __call__(self, batches: Iterator) -> None:
-        from dvdgan.losses import dual_d_loss, dual_g_loss
-        from dvdgan.models import power_iteration
-        from dvdgan.models.prediction import full_video
-        from dvdgan.training.ema import ema_decay_at, update_ema
-
-        m, t, G, D = self.cfg.model, self.cfg.train, self.G, self.D
-        G.train()
-        D.train()
-        for _ in range(t.d_steps):
-            power_iteration(D, m.sn_power_iterations)
-            self.opt_d.zero_grad(set_to_none=True)
-            real, y_real, context, z, y = self._draw(batches)
-            fake = full_video(G, z, y, context).detach()
-            s, tt = D(torch.cat([real, fake]), torch.cat([y_real, y]))
-            b = len(real)
-            dual_d_loss((s[:b], tt[:b]), (s[b:], tt[b:]))[0].backward()
-            self.opt_d.step()
-        power_iteration(G, m.sn_power_iterations)
-        self.opt_g.zero_grad(set_to_none=True)
-        if m.context_frames:
-            _, _, context, z, y = self._draw(batches)
-        else:
-            z = torch.randn(self.batch, m.z_dim).to(self.device)
-            y = torch.randint(m.num_classes, (len(z),)).to(self.device)
-            context = None
-        dual_g_loss(D(full_video(G, z, y, context), y))[0].backward()
-        self.opt_g.step()
-        self.opt_d.zero_grad(set_to_none=True)
-        self.step += 1
-        update_ema(self.G_ema, G, ema_decay_at(self.step, t.ema_decay, t.ema_start))
-
-
 def _seeded_step(step: Callable[[Iterator], Any], batches: Iterator, seed: int) -> Callable[[], None]:
     def run():
         torch.manual_seed(seed)  # same z, classes and D_S frames for every variant
@@ -462,7 +383,7 @@ def bench_step(cfg: Config, batch: int, device: torch.device, opts: BenchOptions
             bl = out["baseline"]
             bl["g_ch"], bl["d_ch"] = matched.model.g_ch, matched.model.d_ch
             bl["flops_per_step"] = count_flops(_seeded_step(steps["baseline"], batches, 7))
-            bl["what"] = "the straightforward step (models/straightforward.py) at the widths of equal FLOPs"
+            bl["what"] = "the straightforward step (dvdgan/baselines.py) at the widths of equal FLOPs"
             for key, clock in (("", "seconds"), ("_cpu_time", "cpu_seconds")):
                 ours = out["flops_per_step"] / out["optimised"][clock]
                 theirs = bl["flops_per_step"] / bl[clock]
@@ -620,22 +541,6 @@ def bench_sample(device: torch.device, opts: BenchOptions) -> dict[str, Any]:
 # --------------------------------------------------------------------------------------------
 
 
-class FullVideoDiscriminator(nn.Module):
-    """The alternative the dual discriminator avoids: one discriminator whose every DBlock is 3-D,
-    on all T frames at full resolution (no phi), with D's widths and downsampling."""
-
-    def __init__(self, cfg: ModelConfig):
-        super().__init__()
-        from dvdgan.models.discriminators import TemporalDiscriminator
-
-        full = dataclasses.replace(cfg, temporal_downsample="identity", temporal_d_3d_blocks=len(cfg.d_multipliers),
-                                   d_attention=())
-        self.net = TemporalDiscriminator(full)
-
-    def forward(self, video: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return self.net(video, y)
-
-
 def _parse_size(s: str) -> tuple[int, int]:
     try:
         t, h, w = (int(v) for v in s.lower().split("x"))
@@ -682,7 +587,6 @@ def _d_time(d: nn.Module, video: torch.Tensor, y: torch.Tensor, device: torch.de
 
 def bench_dual(base: ModelConfig, device: torch.device, opts: BenchOptions) -> dict[str, Any]:
     from dvdgan.models import DualDiscriminator
-    from dvdgan.models.straightforward import make_straightforward
 
     cuda = device.type == "cuda"
     ch = opts.dual_ch if opts.dual_ch is not None else (None if cuda else 16)
@@ -998,6 +902,5 @@ def write_json(result: dict[str, Any], path: str | Path) -> None:
     p.write_text(json.dumps(result, indent=2, default=float) + "\n")
 
 
-__all__ = ["BenchOptions", "SECTIONS", "TARGETS", "run_bench", "format_table", "write_json", "StraightforwardStep",
-           "build_trainer", "FullVideoDiscriminator", "matmul_flops_per_s", "count_flops", "width_matched_baseline",
-           "straightforward_step_flops"]
+__all__ = ["BenchOptions", "SECTIONS", "TARGETS", "run_bench", "format_table", "write_json", "FixedBatches",
+           "build_trainer", "matmul_flops_per_s", "count_flops", "width_matched_baseline", "straightforward_step_flops"]

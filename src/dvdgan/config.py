@@ -216,7 +216,7 @@ class Config:
     def from_dict(cls, d: dict[str, Any]) -> Config:
         if isinstance(d, dict) and isinstance(d.get("model"), dict) and "impl" in d["model"]:  # saved before #14
             warnings.warn("ignoring model.impl of an older config: the models have one formulation now "
-                          "(the straightforward one is dvdgan.models.straightforward)", stacklevel=2)
+                          "(the straightforward one is dvdgan.baselines)", stacklevel=2)
             d = {**d, "model": {k: v for k, v in d["model"].items() if k != "impl"}}
         return _from_dict(cls, d, "")
 
