@@ -245,7 +245,7 @@ class DatasetClassifier(nn.Module):
         self.fuse = nn.Sequential(nn.Linear(64 + 128 + 128, self.feature_dim), nn.ReLU(inplace=True))
         self.head = nn.Linear(self.feature_dim, self.num_classes)
 
-    def _check(self, x: torch.Tensor) -> None:
+    def _check_shape(self, x: torch.Tensor) -> None:
         if x.ndim != 5 or x.shape[2] != 3:
             raise ValueError(f"expected float videos [B, T, 3, H, W], got {tuple(x.shape)}")
         if (x.shape[1], x.shape[3], x.shape[4]) != (self.frames, self.resolution, self.resolution):
@@ -258,7 +258,7 @@ class DatasetClassifier(nn.Module):
 
     def all_outputs(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[torch.Tensor]]:
         """:meth:`outputs` and the per-stream logits (tracks, per-frame features, space-time)."""
-        self._check(x)
+        self._check_shape(x)
         x = x.transpose(1, 2)  # [B, 3, T, H, W]
         if self.pool > 1:
             x = F.avg_pool3d(x, (1, self.pool, self.pool))

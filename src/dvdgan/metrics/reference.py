@@ -116,7 +116,7 @@ class ReferenceClassifier(nn.Module):
         # evaluate_videos' real-set statistics, per sample size (see _real_statistics)
         self._real_cache: dict[tuple, _RealStatistics] = {}
 
-    def _check(self, x: torch.Tensor) -> None:
+    def _check_shape(self, x: torch.Tensor) -> None:
         if x.ndim != 5 or x.shape[2] != 3:
             raise ValueError(f"expected float videos [B, T, 3, H, W], got {tuple(x.shape)}")
         t, h, w = x.shape[1], x.shape[3], x.shape[4]
@@ -128,7 +128,7 @@ class ReferenceClassifier(nn.Module):
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """Penultimate features ``[B, 128]`` (globally pooled), used for the Frechet distance."""
-        self._check(x)
+        self._check_shape(x)
         x = x.transpose(1, 2)  # [B, 3, T, H, W]
         if self.pool > 1:
             x = F.avg_pool3d(x, (1, self.pool, self.pool))
