@@ -181,3 +181,15 @@ def test_motion_statistic():
     assert s64["centroid_speed_rel"] == pytest.approx(stat["centroid_speed_rel"], rel=0.15)
     with pytest.raises(ValueError):
         motion_statistic(v.float())
+
+
+def test_motion_statistic_ignores_faint_background_noise():
+    """Noise below the foreground threshold (a generator's imperfect background) does not change
+    the measured speed of the object: it is motion, not background fidelity."""
+    v, _ = _ds(size=64).batch(range(64))
+    clean = motion_statistic(v)
+    g = torch.Generator().manual_seed(0)
+    noise = torch.randint(-25, 26, v.shape, generator=g)  # up to 0.1 of the range, below 0.2
+    noisy = motion_statistic((v.int() + noise).clamp(0, 255).to(torch.uint8))
+    assert noisy["centroid_speed"] == pytest.approx(clean["centroid_speed"], rel=0.03)
+    assert noisy["foreground_fraction"] == pytest.approx(clean["foreground_fraction"], rel=0.1)

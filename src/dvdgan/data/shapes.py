@@ -241,11 +241,13 @@ def motion_statistic(videos: torch.Tensor | np.ndarray, threshold: float = 0.2) 
     * ``frame_diff``: mean absolute frame-to-frame difference, in [0, 1] (pixel values / 255).
     * ``centroid_speed``: mean per-frame displacement of the foreground centroid, in pixels.
       The background of each video is its per-channel median over all frames and pixels; a
-      pixel's foreground weight is its largest channel difference from that background, as a
-      fraction of ``threshold`` (in [0, 1] pixel units), clipped to [0, 1]. Frame pairs where
-      either frame has (almost) no foreground are skipped.
+      pixel is foreground where its largest channel difference from that background exceeds
+      ``threshold`` (in [0, 1] pixel units). A hard threshold: faint deviations of the
+      background (a generator's noise, which the Frechet distance judges) would otherwise
+      pull the centroid toward the frame's centre and read as slower motion. Frame pairs
+      where either frame has (almost) no foreground are skipped.
     * ``centroid_speed_rel``: ``centroid_speed`` divided by the frame width.
-    * ``foreground_fraction``: mean foreground weight per pixel.
+    * ``foreground_fraction``: the fraction of foreground pixels.
 
     A static video gives 0 for the first three; MovingShapes clips give ~2 px/frame at 32x32x8.
     """
@@ -256,8 +258,7 @@ def motion_statistic(videos: torch.Tensor | np.ndarray, threshold: float = 0.2) 
     x = v.astype(np.float32) / 255.0
     frame_diff = float(np.abs(np.diff(x, axis=1)).mean()) if t > 1 else 0.0
     bg = np.median(x.reshape(n, -1, 3), axis=1)  # [N, 3]
-    weight = np.abs(x - bg[:, None, None, None, :]).max(axis=-1) / threshold
-    weight = np.clip(weight, 0.0, 1.0)  # [N, T, H, W]
+    weight = (np.abs(x - bg[:, None, None, None, :]).max(axis=-1) > threshold).astype(np.float32)  # [N, T, H, W]
     mass = weight.sum(axis=(2, 3))  # [N, T]
     ys = np.arange(h, dtype=np.float32) + 0.5
     xs = np.arange(w, dtype=np.float32) + 0.5

@@ -56,7 +56,9 @@ __all__ = [
 ]
 
 MSE_FLOOR = 1e-10
-FOREGROUND_THRESHOLD = 0.2  # as dvdgan.data.shapes.motion_statistic
+# as dvdgan.data.shapes.motion_statistic, but a soft weight (difference / threshold, clipped to 1):
+# a blurred prediction's centroid stays where its mass is
+FOREGROUND_THRESHOLD = 0.2
 
 
 def load_clips(dataset, n: int, start: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
