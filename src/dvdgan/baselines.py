@@ -28,7 +28,6 @@ from dvdgan.models.discriminators import DualDiscriminator, TemporalDiscriminato
 from dvdgan.models.generator import Generator
 from dvdgan.models.layers import ConditionalBatchNorm, ConvGRU, DBlock, GBlock, power_iteration
 from dvdgan.models.prediction import build_generator, full_video
-from dvdgan.training.ema import ema_decay_at, update_ema
 
 # --------------------------------------------------------------------------------------------
 # The oracle: every block in its straightforward formulation
@@ -157,6 +156,8 @@ class StraightforwardStep:
         return real, y_real, context, z, y
 
     def __call__(self, batches: Iterator) -> None:
+        from dvdgan.training.ema import ema_decay_at, update_ema  # here: importing dvdgan.training loads the trainer
+
         m, t, G, D = self.cfg.model, self.cfg.train, self.G, self.D
         G.train()
         D.train()
