@@ -99,6 +99,7 @@ def test_bench_sample_and_data_sections_tiny():
     assert s["flops_target"] > s["flops_measured"] > 0 and r["sample_latency_ms"] > 0
     e = r["data"]["16x16x4"]
     assert e["raw_clips_per_s"] > 0 and e["prepared_clips_per_s"] > 0
+    assert e["in_memory_clips_per_s"] > e["raw_clips_per_s"] and e["in_memory_preload_seconds"] > 0
     for key in REQUIRED:  # present even when their sections did not run
         assert key in r and r[key] is None
     assert "EMA G sampling" in format_table(r)

@@ -83,6 +83,9 @@ class DataConfig:
     kinetics_csv: str | None = None  # annotations CSV; default: look beside the videos
     bair_camera: str = "image_aux1"  # which BAIR camera stream to read
     num_workers: int = 2  # DataLoader processes; -1 = auto (as many as decoding needs to keep up)
+    # silent: a video folder whose decoded frames (at the model's resolution) fit in this many MB is
+    # decoded once into memory before training and its clips cut from there (0 = always decode)
+    cache_mb: float = 2048.0
     # built-in moving-shapes dataset
     shapes_train_size: int = 20000
     shapes_test_size: int = 2000
@@ -243,6 +246,7 @@ _RANGES: tuple[tuple[str, float | None, float | None, bool, bool], ...] = (
     ("model.sn_power_iterations", 0, None, True, True),
     ("data.frame_stride", 1, None, True, True),
     ("data.num_workers", -1, None, True, True),  # -1 = auto
+    ("data.cache_mb", 0, None, True, True),
     ("data.shapes_train_size", 1, None, True, True),
     ("data.shapes_test_size", 1, None, True, True),
     ("train.seed", 0, None, True, True),

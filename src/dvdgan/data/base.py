@@ -16,6 +16,11 @@ not decoded again, and appended to the ``bad_log`` file as one line
 ``<reason>\\t<path>\\t<detail>``. Lines are short and written with a single ``O_APPEND``
 ``write``, so the loader's worker processes can share one log. :func:`summarize_bad_log` counts
 distinct files per reason (a file hit in several workers or epochs counts once).
+
+Small video folders are decoded once: :meth:`VideoFileDataset.preload` keeps every video's frames
+at the model's resolution in memory when they fit a budget (``data.cache_mb``), and clips are then
+cut from memory, the same clips as decoding the file would give (tested), with no decoding
+process beside training.
 """
 
 from __future__ import annotations
@@ -29,7 +34,17 @@ from typing import Any
 import numpy as np
 import torch
 
-from dvdgan.data.video import BadVideo, draw_uniforms, read_clip
+from dvdgan.data.video import (
+    BadVideo,
+    clip_span,
+    draw_uniforms,
+    finish_clip,
+    iter_frames,
+    probe,
+    read_clip,
+    resized_size,
+    start_frame,
+)
 from dvdgan.errors import DataError
 
 MAX_CONSECUTIVE_FAILURES = 1000
@@ -217,9 +232,68 @@ class VideoFileDataset(ClipDataset):
         self.labels = np.asarray(labels, dtype=np.int64)
         self.class_names = list(class_names)
         self.name = name
+        self._decoded: dict[int, np.ndarray] = {}  # preload(): index -> uint8 [N, h, w, 3]
 
     def __len__(self) -> int:
         return len(self.paths)
+
+    @property
+    def preloaded(self) -> int:
+        """How many videos :meth:`preload` holds in memory."""
+        return len(self._decoded)
+
+    @property
+    def fully_preloaded(self) -> bool:
+        """Every usable video is in memory: reading a clip decodes nothing."""
+        return bool(self._decoded) and len(self._decoded) + len(self._bad) >= len(self)
+
+    def estimated_bytes(self, sample: int = 32) -> float:
+        """Decoded size of every video at the clip resolution (shortest side R), estimated from
+        the headers (frame count, frame size) of up to ``sample`` evenly spaced files."""
+        n = len(self)
+        picks = sorted({int(i) for i in np.linspace(0, n - 1, min(sample, n))}) if n else []
+        sizes = []
+        for i in picks:
+            try:
+                info = probe(self.path(i))
+            except BadVideo:
+                continue
+            if info.frames and info.width and info.height:
+                h, w = resized_size(info.height, info.width, self.resolution)
+                sizes.append(info.frames * h * w * 3)
+        return float(np.mean(sizes)) * n if sizes else float("inf")
+
+    def preload(self, budget_mb: float, progress: bool = True) -> int:
+        """Decode every video once into memory (frames resized to shortest side R, as clips are)
+        when the estimated total fits ``budget_mb``; stop adding videos once the real total would
+        pass it. Videos that cannot give a clip are recorded as bad, as a training read would.
+        Returns the bytes held (0: the dataset does not fit, nothing was decoded)."""
+        budget = budget_mb * 2**20
+        if budget <= 0 or self.estimated_bytes() > budget:
+            return 0
+        from tqdm.auto import tqdm
+
+        span, held = clip_span(self.frames, self.frame_stride), 0
+        for i in tqdm(range(len(self)), desc="decoding videos into memory", unit="video", disable=not progress,
+                      dynamic_ncols=True, mininterval=1.0):
+            if i in self._bad or i in self._decoded:
+                continue
+            try:
+                frames = list(iter_frames(self.path(i), self.resolution))
+            except BadVideo as e:
+                self._record_bad(i, e.reason, e.detail)
+                continue
+            except Exception as e:  # noqa: BLE001 - bad input must never crash a run
+                self._record_bad(i, "error", f"{type(e).__name__}: {e}")
+                continue
+            if len(frames) < span:
+                self._record_bad(i, "too_short", f"{len(frames)} frames < {span} needed")
+                continue
+            video = np.stack(frames)
+            if held + video.nbytes > budget:
+                break
+            self._decoded[i], held = video, held + video.nbytes
+        return held
 
     def path(self, index: int) -> str:
         return os.path.join(self.root, self.paths[index])
@@ -231,7 +305,12 @@ class VideoFileDataset(ClipDataset):
         return int(self.labels[index])
 
     def _load(self, index: int, u_time: float | None, u_crop: float | None) -> torch.Tensor:
-        return read_clip(self.path(index), self.frames, self.frame_stride, self.resolution, u_time, u_crop)
+        video = self._decoded.get(index)
+        if video is None:
+            return read_clip(self.path(index), self.frames, self.frame_stride, self.resolution, u_time, u_crop)
+        s = start_frame(len(video), clip_span(self.frames, self.frame_stride), u_time)  # as read_clip chooses
+        return finish_clip(video[s:s + clip_span(self.frames, self.frame_stride):self.frame_stride], self.resolution,
+                           u_crop)
 
     def __repr__(self) -> str:
         return (

@@ -292,13 +292,33 @@ class Trainer:
         )
         return iter(loader)
 
+    def _preload_data(self) -> None:
+        """A video folder that fits data.cache_mb is decoded once, here, on every rank (the
+        reference classifier, trained next, reads it too)."""
+        ds, budget = self.dataset, self.cfg.data.cache_mb
+        if not hasattr(ds, "preload") or budget <= 0 or ds.preloaded:
+            return
+        t0 = time.perf_counter()
+        held = ds.preload(budget, progress=self.progress and self.is_main)
+        if not self.is_main:
+            return
+        if held:
+            print(f"data: {ds.preloaded} videos decoded into memory ({held / 2**20:.0f} MB in "
+                  f"{time.perf_counter() - t0:.0f} s); clips are cut from there", file=sys.stderr)
+        else:
+            print(f"data: the decoded videos would not fit data.cache_mb={budget:g}: clips are decoded as they are "
+                  "read", file=sys.stderr)
+
     def _num_workers(self) -> int:
         """data.num_workers, or with -1 ("auto") enough decoding processes to keep up with the step:
-        none when decoding in this process costs under a tenth of the step (the built-in dataset
-        renders in microseconds), else clips demanded per second / clips decoded per second."""
+        none when every clip is cut from memory (:meth:`_preload_data`) or when decoding in this
+        process costs under a tenth of the step (the built-in dataset renders in microseconds), else
+        clips demanded per second / clips decoded per second."""
         n = self.cfg.data.num_workers
         if n >= 0 or not hasattr(self.dataset, "path"):
             return max(n, 0)
+        if getattr(self.dataset, "fully_preloaded", False):
+            return 0  # every clip is cut from memory (data.cache_mb)
         from dvdgan.data.loader_bench import choose_num_workers
 
         t = self.cfg.train
@@ -613,6 +633,7 @@ class Trainer:
         (``self.interrupted`` is then True)."""
         t = self.cfg.train
         max_steps = t.max_steps if max_steps is None else max_steps
+        self._preload_data()
         if self.is_main:
             self._announce()
             if self.step >= max_steps:
