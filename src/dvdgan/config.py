@@ -462,7 +462,7 @@ def _shapes() -> Config:
         ),
         data=DataConfig(dataset="shapes", frame_stride=1, num_workers=-1),
         train=TrainConfig(
-            batch_size=16, max_steps=2500, lr_g=1e-3, lr_d=1e-3, adam_betas=(0.0, 0.99), ema_decay=0.95,
+            batch_size=16, max_steps=4000, lr_g=1e-3, lr_d=1e-3, adam_betas=(0.0, 0.99), ema_decay=0.995,
             ema_start=100, ema_bn_stats="standing", log_every=20, sample_every=250, checkpoint_every=250,
             num_sample_videos=12, eval_every=250, eval_samples=240,
         ),
