@@ -675,13 +675,11 @@ def bench_data(opts: BenchOptions, steps: dict[str, dict]) -> dict[str, Any]:
             bar.update()
             r_prep = bench_loader(prep, **kw)
             bar.update()
-            # data.cache_mb: the folder decoded once into memory, clips cut there in this process
-            mem = build_dataset(DataConfig(dataset="folder", path=str(root), frame_stride=2), split="train",
-                                frames=frames, resolution=res)
+            # data.cache_mb: the same folder decoded once into memory, clips cut there in this process
             t0 = time.perf_counter()
-            mem.preload(2048, progress=False)
+            raw.preload(2048, progress=False)
             preload_s = time.perf_counter() - t0
-            r_mem = bench_loader(mem, **{**kw, "num_workers": 0})
+            r_mem = bench_loader(raw, **{**kw, "num_workers": 0})
             entry: dict[str, Any] = {"raw_clips_per_s": r_raw["clips_per_s"],
                                      "prepared_clips_per_s": r_prep["clips_per_s"],
                                      "prepared_over_raw": r_prep["clips_per_s"] / r_raw["clips_per_s"],

@@ -308,9 +308,9 @@ class VideoFileDataset(ClipDataset):
         video = self._decoded.get(index)
         if video is None:
             return read_clip(self.path(index), self.frames, self.frame_stride, self.resolution, u_time, u_crop)
-        s = start_frame(len(video), clip_span(self.frames, self.frame_stride), u_time)  # as read_clip chooses
-        return finish_clip(video[s:s + clip_span(self.frames, self.frame_stride):self.frame_stride], self.resolution,
-                           u_crop)
+        span = clip_span(self.frames, self.frame_stride)
+        s = start_frame(len(video), span, u_time)  # the run read_clip chooses
+        return finish_clip(video[s:s + span:self.frame_stride], self.resolution, u_crop)
 
     def __repr__(self) -> str:
         return (
